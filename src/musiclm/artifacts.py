@@ -1,0 +1,90 @@
+"""Where stage artifacts live, how they are written atomically, and how downstream code loads them."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from musiclm.stages import STAGES
+
+RUNS_ROOT = Path(os.environ.get("MUSICLM_RUNS", "runs"))
+
+
+class MissingArtifactError(FileNotFoundError):
+    """An upstream stage's hand-off is missing; the message names the make target that builds it."""
+
+
+def run_dir(run: str | os.PathLike) -> Path:
+    """`run` is a run name (under runs/) or a path to a run directory."""
+    p = Path(run)
+    return p if p.is_dir() and len(p.parts) > 1 else RUNS_ROOT / p
+
+
+def stage_dir(run: str | os.PathLike, stage: str) -> Path:
+    return run_dir(run) / stage
+
+
+def model_path(run: str | os.PathLike, stage: str) -> Path:
+    """Path of a stage's hand-off checkpoint, `runs/<RUN>/<stage>/model.ckpt`."""
+    return stage_dir(run, stage) / "model.ckpt"
+
+
+def require_model(run: str | os.PathLike, stage: str) -> Path:
+    path = model_path(run, stage)
+    if not path.is_file():
+        target = STAGES[stage].make_target if stage in STAGES else stage
+        name = Path(run).name
+        raise MissingArtifactError(f"{path} not found: build it with `make {target} RUN={name}`")
+    return path
+
+
+def load_model(run: str | os.PathLike, stage: str, map_location: str | torch.device = "cpu") -> Any:
+    """Load a stage's `model.ckpt` in eval mode with no config (hyperparameters travel in the checkpoint)."""
+    path = require_model(run, stage)
+    module = STAGES[stage].module_class().load_from_checkpoint(path, map_location=map_location, weights_only=False)
+    return module.eval()
+
+
+def file_id(path: str | os.PathLike) -> str:
+    """Content hash (first 16 hex of sha256) identifying a checkpoint, recorded in token shards for staleness."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write to a temp file in the same directory, fsync, then rename: readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

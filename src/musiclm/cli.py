@@ -1,0 +1,55 @@
+"""The `musiclm` command. Each subcommand lives next to the code it drives; this file only routes.
+
+    musiclm data synth|ingest|check ...     build and validate audio shards
+    musiclm train STAGE [--run R] [--profile demo] [--trainer cpu] [Lightning CLI overrides]
+    musiclm mulan fit-quantizer --run R     fit the MuLan-token residual VQ
+    musiclm tokenize --run R ...            audio shards -> token shards
+    musiclm generate --run R --text ...     text -> music
+    musiclm eval [codec] --run R ...        metrics to reports/<RUN>/eval.json
+    musiclm bench                           speed/memory figures to reports/bench.json
+"""
+
+from __future__ import annotations
+
+import sys
+
+from musiclm.stages import load_object
+
+COMMANDS: dict[str, str | dict[str, str]] = {
+    "data": {
+        "synth": "musiclm.data.synth:main",
+        "ingest": "musiclm.data.ingest:main",
+        "check": "musiclm.data.ingest:check_main",
+    },
+    "train": "musiclm.train:main",
+    "mulan": {"fit-quantizer": "musiclm.mulan.quantizer:main"},
+    "tokenize": "musiclm.tokenize:main",
+    "generate": "musiclm.pipeline:main",
+    "eval": {"codec": "musiclm.codec.evaluate:main", "": "musiclm.evaluate:main"},
+    "bench": "musiclm.bench:main",
+}
+
+
+def _usage() -> str:
+    return (__doc__ or "").strip()
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(_usage())
+        sys.exit(0 if not argv or argv[0] in ("-h", "--help") else 2)
+    target = COMMANDS[argv.pop(0)]
+    if isinstance(target, dict):
+        if argv and argv[0] in target:
+            target = target[argv.pop(0)]
+        elif "" in target:
+            target = target[""]
+        else:
+            print(f"choose one of: {', '.join(target)}", file=sys.stderr)
+            sys.exit(2)
+    load_object(target)(argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""SoundStream-style residual-VQ codec: its codes are the acoustic tokens."""

@@ -1,0 +1,1 @@
+"""Audio and token shards: schemas, writers, readers and Lightning data modules."""

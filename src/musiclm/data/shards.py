@@ -1,0 +1,228 @@
+"""WebDataset shards: the audio-shard schema, atomic resumable writing, and validation.
+
+Writing is planned up front: items (source files, synthetic clip indices, ...) are grouped into shards in a fixed
+order, so a re-run knows which shards are already complete and only redoes the rest. A shard is written under a
+temporary name, its sidecar stats (`.shard-NNNNNN.json`) are written, and only then is it renamed: an interrupted
+run leaves no partial shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import re
+import tarfile
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import webdataset as wds
+from tqdm import tqdm
+
+from musiclm.artifacts import atomic_write_bytes
+from musiclm.audio import AudioError, load_audio
+
+SPLITS = ("train", "val", "test")
+SHARD_NAME = "shard-{:06d}.tar"
+REQUIRED_META = {"caption": str, "tags": list, "sample_rate": int, "duration": float, "source": str}
+
+Sample = dict[str, Any]  # {"__key__": str, "flac": bytes, "json": dict}
+
+
+def split_for_key(key: str, val_fraction: float, test_fraction: float) -> str:
+    """Deterministic split from a hash of the key: the same input always lands in the same split."""
+    u = int.from_bytes(hashlib.sha1(key.encode()).digest()[:8], "big") / 2**64
+    return "val" if u < val_fraction else "test" if u < val_fraction + test_fraction else "train"
+
+
+def list_shards(split_dir: str | os.PathLike) -> list[str]:
+    return sorted(str(p) for p in Path(split_dir).glob("shard-*.tar"))
+
+
+def _sidecar(shard: Path) -> Path:
+    return shard.with_name(f".{shard.stem}.json")
+
+
+def _plan_id(items: Sequence[Any]) -> str:
+    return hashlib.sha1(json.dumps([str(i) for i in items]).encode()).hexdigest()[:16]
+
+
+def _shard_complete(shard: Path, plan: str) -> bool:
+    side = _sidecar(shard)
+    if not (shard.is_file() and side.is_file()):
+        return False
+    try:
+        return json.loads(side.read_text()).get("plan") == plan
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def _sample_bytes(sample: Sample) -> dict[str, Any]:
+    out = {"__key__": sample["__key__"]}
+    for k, v in sample.items():
+        if k != "__key__":
+            out[k] = json.dumps(v, ensure_ascii=False).encode() if k.endswith("json") else v
+    return out
+
+
+def _write_shard(job: tuple[Path, list[Any], Callable[[Any], Iterable[Sample]]]) -> dict:
+    """Write one shard from its items; bad items are recorded, never fatal."""
+    shard, items, make_samples = job
+    tmp = shard.with_name(f".{shard.name}.tmp")
+    stats: dict[str, Any] = {"plan": _plan_id(items), "num_samples": 0, "seconds": 0.0, "skipped": []}
+    keys: set[str] = set()
+    with open(tmp, "wb") as f:
+        with wds.TarWriter(f) as sink:
+            for item in items:
+                try:
+                    samples = list(make_samples(item))
+                except AudioError as e:
+                    stats["skipped"].append({"item": str(item), "reason": e.reason, "message": str(e)})
+                    continue
+                except Exception as e:  # an odd input must not kill a long ingest
+                    stats["skipped"].append({"item": str(item), "reason": "error", "message": f"{type(e).__name__}: {e}"})
+                    continue
+                for s in samples:
+                    if s["__key__"] in keys:
+                        raise ValueError(f"duplicate key {s['__key__']} in {shard.name}")
+                    keys.add(s["__key__"])
+                    sink.write(_sample_bytes(s))
+                    stats["num_samples"] += 1
+                    stats["seconds"] += float(s["json"].get("duration", 0.0))
+    stats["sha256"] = hashlib.sha256(tmp.read_bytes()).hexdigest()
+    atomic_write_bytes(_sidecar(shard), json.dumps(stats).encode())
+    os.replace(tmp, shard)
+    return stats
+
+
+def write_split_shards(
+    out_dir: str | os.PathLike,
+    split: str,
+    items: Sequence[Any],
+    make_samples: Callable[[Any], Iterable[Sample]],
+    items_per_shard: int = 64,
+    workers: int = 1,
+    extra_manifest: dict | None = None,
+) -> dict:
+    """Write `out_dir/split/shard-*.tar` from `items`, resuming past complete shards; returns the manifest.
+
+    `make_samples(item)` returns the samples of one item, or raises AudioError to have it skipped with its reason.
+    It must be picklable (a top-level function or functools.partial) when workers > 1.
+    """
+    split_dir = Path(out_dir) / split
+    split_dir.mkdir(parents=True, exist_ok=True)
+    groups = [list(items[i : i + items_per_shard]) for i in range(0, len(items), items_per_shard)]
+    shards = [split_dir / SHARD_NAME.format(i) for i in range(len(groups))]
+    for stale in split_dir.glob("*"):  # leftovers of an interrupted or larger earlier plan
+        if stale.name.endswith(".tmp") or (stale.name.startswith(("shard-", ".shard-")) and _shard_index(stale) >= len(groups)):
+            stale.unlink()
+    todo = [(s, g, make_samples) for s, g in zip(shards, groups) if not _shard_complete(s, _plan_id(g))]
+    if todo:
+        bar = tqdm(total=len(todo), desc=f"{split} shards", unit="shard", disable=None)
+        if workers > 1 and len(todo) > 1:
+            with mp.get_context("spawn").Pool(min(workers, len(todo))) as pool:
+                for _ in pool.imap_unordered(_write_shard, todo):
+                    bar.update()
+        else:
+            for job in todo:
+                _write_shard(job)
+                bar.update()
+        bar.close()
+    return write_manifest(split_dir, shards, extra_manifest)
+
+
+def _shard_index(path: Path) -> int:
+    m = re.search(r"shard-(\d+)", path.name)
+    return int(m.group(1)) if m else -1
+
+
+def write_manifest(split_dir: Path, shards: list[Path], extra: dict | None = None) -> dict:
+    """Aggregate the shards' sidecars into `manifest.json` (counts, hours, skipped with reasons, checksums)."""
+    entries, skipped = [], []
+    for s in shards:
+        side = json.loads(_sidecar(s).read_text())
+        entries.append({"name": s.name, "num_samples": side["num_samples"], "seconds": side["seconds"], "sha256": side["sha256"]})
+        skipped += side["skipped"]
+    manifest = {
+        "split": split_dir.name,
+        "num_shards": len(entries),
+        "num_samples": sum(e["num_samples"] for e in entries),
+        "seconds": round(sum(e["seconds"] for e in entries), 3),
+        "hours": round(sum(e["seconds"] for e in entries) / 3600, 4),
+        "skipped": skipped,
+        "skipped_by_reason": dict(Counter(s["reason"] for s in skipped)),
+        "shards": entries,
+        **(extra or {}),
+    }
+    atomic_write_bytes(split_dir / "manifest.json", json.dumps(manifest, indent=1).encode())
+    return manifest
+
+
+def read_manifest(split_dir: str | os.PathLike) -> dict:
+    path = Path(split_dir) / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: build the shards first (`make data`)")
+    return json.loads(path.read_text())
+
+
+def iter_tar_samples(shard: str | os.PathLike) -> Iterable[dict[str, bytes]]:
+    """Group a tar's members into samples by key (plain tarfile: used by validation, not the training loop)."""
+    current: dict[str, Any] = {}
+    with tarfile.open(shard) as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            key, _, ext = member.name.partition(".")
+            if current and current["__key__"] != key:
+                yield current
+                current = {}
+            current.setdefault("__key__", key)
+            current[ext] = tar.extractfile(member).read()
+    if current:
+        yield current
+
+
+def validate_meta(meta: dict) -> None:
+    """Raise ValueError when a sample's json does not follow the audio-shard schema of DESIGN.md."""
+    for field, typ in REQUIRED_META.items():
+        if field not in meta:
+            raise ValueError(f"json lacks '{field}'")
+        if not isinstance(meta[field], typ) and not (typ is float and isinstance(meta[field], int)):
+            raise ValueError(f"json '{field}' is {type(meta[field]).__name__}, expected {typ.__name__}")
+
+
+def check_audio_shards(root: str | os.PathLike, decode: bool = True) -> dict:
+    """Read every shard under root/{train,val,test}: schema, decodability, counts and durations vs the manifest."""
+    root = Path(root)
+    report: dict[str, Any] = {"root": str(root), "splits": {}, "errors": []}
+    for split in SPLITS:
+        split_dir = root / split
+        if not split_dir.is_dir():
+            continue
+        n, seconds = 0, 0.0
+        for shard in list_shards(split_dir):
+            for s in iter_tar_samples(shard):
+                where = f"{Path(shard).name}:{s['__key__']}"
+                try:
+                    if "flac" not in s or "json" not in s:
+                        raise ValueError(f"missing fields, has {sorted(k for k in s if k != '__key__')}")
+                    meta = json.loads(s["json"])
+                    validate_meta(meta)
+                    if decode:
+                        x = load_audio(s["flac"], meta["sample_rate"])
+                        seconds += len(x) / meta["sample_rate"]
+                    else:
+                        seconds += meta["duration"]
+                    n += 1
+                except (AudioError, ValueError) as e:
+                    report["errors"].append(f"{split}/{where}: {e}")
+        manifest = read_manifest(split_dir) if (split_dir / "manifest.json").exists() else None
+        if manifest is not None and manifest["num_samples"] != n:
+            report["errors"].append(f"{split}: manifest says {manifest['num_samples']} samples, shards hold {n}")
+        report["splits"][split] = {"num_samples": n, "hours": round(seconds / 3600, 4), "seconds": round(seconds, 2)}
+    if not report["splits"]:
+        report["errors"].append(f"no split folders under {root}")
+    return report

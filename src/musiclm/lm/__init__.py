@@ -1,0 +1,1 @@
+"""Autoregressive token stages (semantic, coarse, fine) and sampling."""

@@ -1,0 +1,79 @@
+"""TensorBoard logging helpers shared by every stage: spectrogram images, audio, matrices, counters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def _experiment(logger):
+    """The SummaryWriter behind a Lightning logger, or None when not logging to TensorBoard."""
+    exp = getattr(logger, "experiment", None)
+    return exp if exp is not None and hasattr(exp, "add_image") else None
+
+
+def figure_to_array(fig) -> np.ndarray:
+    """Render a matplotlib figure to an HWC uint8 array and close it."""
+    fig.canvas.draw()
+    img = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return img
+
+
+def spectrogram_figure(mels: list[torch.Tensor] | torch.Tensor, titles: list[str] | None = None, frame_rate: float | None = None):
+    """Stacked log-mel panels ([n_mels, frames] each) with a shared colour scale."""
+    mels = [m.detach().float().cpu() for m in (mels if isinstance(mels, (list, tuple)) else [mels])]
+    vmin = min(float(m.min()) for m in mels)
+    vmax = max(float(m.max()) for m in mels)
+    fig, axes = plt.subplots(len(mels), 1, figsize=(8, 2.2 * len(mels)), squeeze=False)
+    for i, m in enumerate(mels):
+        ax = axes[i, 0]
+        extent = None if frame_rate is None else (0, m.shape[-1] / frame_rate, 0, m.shape[0])
+        ax.imshow(m.numpy(), origin="lower", aspect="auto", vmin=vmin, vmax=vmax, extent=extent, cmap="magma")
+        ax.set_ylabel("mel bin")
+        if titles:
+            ax.set_title(titles[i], fontsize=9)
+    axes[-1, 0].set_xlabel("seconds" if frame_rate else "frame")
+    fig.tight_layout()
+    return fig
+
+
+def save_spectrogram_png(path: str | Path, mel: torch.Tensor, title: str = "", frame_rate: float | None = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = spectrogram_figure(mel, [title] if title else None, frame_rate)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def log_spectrograms(logger, tag: str, mels, step: int, titles: list[str] | None = None, frame_rate: float | None = None) -> None:
+    exp = _experiment(logger)
+    if exp is not None:
+        exp.add_image(tag, figure_to_array(spectrogram_figure(mels, titles, frame_rate)), step, dataformats="HWC")
+
+
+def log_audio(logger, tag: str, wave: torch.Tensor, sample_rate: int, step: int) -> None:
+    exp = _experiment(logger)
+    if exp is not None:
+        exp.add_audio(tag, wave.detach().float().cpu().clamp(-1, 1).reshape(1, -1), step, sample_rate=sample_rate)
+
+
+def log_matrix(logger, tag: str, matrix: torch.Tensor, step: int, xlabel: str = "", ylabel: str = "") -> None:
+    """A heat map (e.g. the text-audio similarity matrix)."""
+    exp = _experiment(logger)
+    if exp is None:
+        return
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    im = ax.imshow(matrix.detach().float().cpu().numpy(), cmap="viridis")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    exp.add_image(tag, figure_to_array(fig), step, dataformats="HWC")

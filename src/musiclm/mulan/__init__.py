@@ -1,0 +1,1 @@
+"""MuLan: contrastive audio/text towers and the MuLan-token quantizer."""

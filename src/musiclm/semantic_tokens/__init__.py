@@ -1,0 +1,1 @@
+"""Semantic tokens: self-supervised features + k-means."""

@@ -1,0 +1,99 @@
+"""`musiclm train STAGE`: one Lightning CLI per stage, layered configs, resume from last.ckpt, hand-off export.
+
+Config layers, later wins: configs/<stage>.yaml (paper scale) -> configs/trainer/<trainer>.yaml ->
+configs/profile/<profile>/<stage>.yaml -> any `--section.key=value` the user adds.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from musiclm.artifacts import atomic_torch_save, model_path, stage_dir
+from musiclm.stages import STAGES
+
+CONFIG_ROOT = Path(__file__).resolve().parents[2] / "configs"
+
+
+def config_layers(stage: str, profile: str, trainer: str, config_root: Path = CONFIG_ROOT) -> list[Path]:
+    layers = [config_root / f"{stage}.yaml", config_root / "trainer" / f"{trainer}.yaml"]
+    if profile != "paper":
+        layers.append(config_root / "profile" / profile / f"{stage}.yaml")
+    missing = [str(p) for p in layers if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"missing config file(s): {', '.join(missing)}")
+    return layers
+
+
+class StageCLI(LightningCLI):
+    """LightningCLI whose module/data classes come from the stage registry."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        module_cls = self.model_class
+        # Let a module declare values it must share with its data module (e.g. sample_rate) so they are set once.
+        for src, dst in getattr(module_cls, "cli_links", ()):
+            parser.link_arguments(src, dst)
+
+
+def build_cli(stage: str, run: str, profile: str, trainer: str, extra: list[str], config_root: Path = CONFIG_ROOT) -> StageCLI:
+    spec = STAGES[stage]
+    out = stage_dir(run, stage)
+    out.mkdir(parents=True, exist_ok=True)
+    args: list[str] = []
+    for layer in config_layers(stage, profile, trainer, config_root):
+        args += ["--config", str(layer)]
+    args += extra
+    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0, every_n_train_steps=None)
+    return StageCLI(
+        spec.module_class(),
+        spec.data_class(),
+        args=args,
+        run=False,
+        subclass_mode_model=False,
+        subclass_mode_data=False,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={
+            "default_root_dir": str(out),
+            "logger": TensorBoardLogger(save_dir=str(out), name="tb", version=""),
+            "callbacks": [ckpt, LearningRateMonitor()],
+        },
+        parser_kwargs={"parser_mode": "omegaconf"},
+    )
+
+
+def export_model(trainer, module, path: Path) -> Path:
+    """Write the hand-off `model.ckpt` (weights + hyperparameters, no optimizer) atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    trainer.save_checkpoint(tmp, weights_only=True)
+    if trainer.is_global_zero:
+        obj = torch.load(tmp, map_location="cpu", weights_only=False)
+        if tmp.is_dir():  # sharded (FSDP) checkpoint: consolidated by the strategy hook instead
+            raise RuntimeError("sharded checkpoint; export with `musiclm export`")
+        tmp.unlink()
+        atomic_torch_save(obj, path)
+    trainer.strategy.barrier()
+    return path
+
+
+def train(stage: str, run: str, profile: str = "demo", trainer: str = "cpu", extra: list[str] | None = None) -> Path:
+    """Fit one stage; resume from `checkpoints/last.ckpt` when it exists; export `model.ckpt`."""
+    cli = build_cli(stage, run, profile, trainer, list(extra or []))
+    last = stage_dir(run, stage) / "checkpoints" / "last.ckpt"
+    cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=str(last) if last.exists() else None)
+    return export_model(cli.trainer, cli.model, model_path(run, stage))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="musiclm train", description=__doc__)
+    p.add_argument("stage", choices=sorted(STAGES))
+    p.add_argument("--run", default="demo")
+    p.add_argument("--profile", default="demo", help="demo | paper")
+    p.add_argument("--trainer", default="cpu", help="cpu | gpu | ddp | fsdp (configs/trainer/)")
+    ns, extra = p.parse_known_args(argv)
+    path = train(ns.stage, ns.run, ns.profile, ns.trainer, extra)
+    print(f"wrote {path}")
