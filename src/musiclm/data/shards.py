@@ -75,7 +75,7 @@ def _write_shard(job: tuple[Path, list[Any], Callable[[Any], Iterable[Sample]]])
     stats: dict[str, Any] = {"plan": _plan_id(items), "num_samples": 0, "seconds": 0.0, "skipped": []}
     keys: set[str] = set()
     with open(tmp, "wb") as f:
-        with wds.TarWriter(f) as sink:
+        with wds.TarWriter(f, mtime=0) as sink:  # fixed mtime: same input, same bytes, same checksum
             for item in items:
                 try:
                     samples = list(make_samples(item))

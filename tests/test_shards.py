@@ -1,0 +1,126 @@
+"""Shard writing (atomic, resumable), ingest of a mixed folder, and the shard checker."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from functools import partial
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from musiclm.data import ingest
+from musiclm.data.shards import check_audio_shards, iter_tar_samples, list_shards, read_manifest, split_for_key, write_split_shards
+from tests.conftest import tone_sample
+
+
+class Crash(KeyboardInterrupt):
+    """Stands in for a kill: not an Exception, so the writer must not swallow it."""
+
+
+def crashing_sample(index: int, crash_at: int) -> list[dict]:
+    if index == crash_at:
+        raise Crash()
+    return tone_sample(index, "train", 0.2, 8000)
+
+
+def test_interrupted_writer_leaves_no_partial_shard_and_rerun_finishes(tmp_path):
+    items = list(range(10))
+    with pytest.raises(Crash):
+        write_split_shards(tmp_path, "train", items, partial(crashing_sample, crash_at=6), items_per_shard=4)
+    split = tmp_path / "train"
+    assert [p.split("/")[-1] for p in list_shards(split)] == ["shard-000000.tar"]  # shard 1 was mid-write
+    assert not (split / "manifest.json").exists()
+    first = (split / "shard-000000.tar").stat().st_mtime_ns
+    manifest = write_split_shards(tmp_path, "train", items, partial(crashing_sample, crash_at=-1), items_per_shard=4)
+    assert (split / "shard-000000.tar").stat().st_mtime_ns == first  # complete shard kept, not redone
+    assert manifest["num_samples"] == 10 and manifest["num_shards"] == 3
+    assert not list(split.glob("*.tmp"))
+    keys = [s["__key__"] for p in list_shards(split) for s in iter_tar_samples(p)]
+    assert keys == [f"train-{i:05d}" for i in range(10)]
+
+
+def test_parallel_writer_matches_serial(tmp_path):
+    make = partial(tone_sample, split="val", seconds=0.2, sample_rate=8000)
+    a = write_split_shards(tmp_path / "a", "val", list(range(9)), make, items_per_shard=2, workers=1)
+    b = write_split_shards(tmp_path / "b", "val", list(range(9)), make, items_per_shard=2, workers=2)
+    assert [s["sha256"] for s in a["shards"]] == [s["sha256"] for s in b["shards"]]
+
+
+def test_split_is_deterministic_and_proportional():
+    keys = [f"k{i}" for i in range(4000)]
+    splits = [split_for_key(k, 0.1, 0.2) for k in keys]
+    assert splits == [split_for_key(k, 0.1, 0.2) for k in keys]
+    assert 0.08 < splits.count("val") / 4000 < 0.12 and 0.18 < splits.count("test") / 4000 < 0.22
+
+
+def _tone(sr: int, seconds: float) -> np.ndarray:
+    return (0.4 * np.sin(2 * np.pi * 440 * np.arange(int(sr * seconds)) / sr)).astype(np.float32)
+
+
+@pytest.fixture
+def mixed_folder(tmp_path):
+    src = tmp_path / "music"
+    (src / "sub").mkdir(parents=True)
+    sf.write(src / "long.flac", _tone(44_100, 7.5), 44_100)  # 3 clips of 3 s (last 1.5 s kept: >= min 1 s)
+    sf.write(src / "sub" / "stéréo 8bit.wav", np.stack([_tone(22_050, 2.0)] * 2, 1), 22_050, subtype="PCM_U8")
+    sf.write(src / "caption_by_sidecar.ogg", _tone(48_000, 2.0), 48_000, format="OGG", subtype="VORBIS")
+    (src / "caption_by_sidecar.txt").write_text("a bright sine tone\n")
+    (src / "broken.mp3").write_bytes(b"ID3" + b"\x00" * 300)
+    sf.write(src / "silent.wav", np.zeros(48_000, np.float32), 24_000)
+    sf.write(src / "tiny.wav", _tone(24_000, 0.05), 24_000)
+    sf.write(src / "nocaption.wav", _tone(24_000, 2.0), 24_000)
+    x = _tone(24_000, 2.0)
+    x[10] = np.inf
+    sf.write(src / "inf.wav", x, 24_000, subtype="FLOAT")
+    table = tmp_path / "captions.csv"
+    with open(table, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "caption", "aspect_list"])
+        w.writerow(["long.flac", "a long tone", "['tone', 'long']"])
+        w.writerow(["sub/stéréo 8bit.wav", "an 8-bit stereo tone", "tone, stereo"])
+        for name in ("broken.mp3", "silent.wav", "tiny.wav", "inf.wav"):
+            w.writerow([name, "x", ""])
+    return src, table
+
+
+def test_ingest_mixed_folder(tmp_path, mixed_folder):
+    src, table = mixed_folder
+    out = tmp_path / "shards"
+    manifests = ingest.ingest(src, out, table, sample_rate=16_000, clip_seconds=3.0, val_fraction=0.0, test_fraction=0.0)
+    train = manifests["train"]
+    assert train["num_samples"] == 3 + 1 + 1
+    assert train["skipped_by_reason"] == {"undecodable": 1, "silent": 1, "too_short": 1, "no_caption": 1, "non_finite": 1}
+    assert read_manifest(out / "train")["num_samples"] == 5
+    samples = {s["__key__"]: json.loads(s["json"]) for p in list_shards(out / "train") for s in iter_tar_samples(p)}
+    metas = sorted(samples.values(), key=lambda m: (m["source"], m["offset_s"]))
+    assert [m["caption"] for m in metas] == ["a bright sine tone"] + ["a long tone"] * 3 + ["an 8-bit stereo tone"]
+    assert metas[1]["tags"] == ["tone", "long"] and metas[3]["duration"] == 1.5
+    assert all(k.isascii() and "." not in k for k in samples)
+    report = check_audio_shards(out)
+    assert not report["errors"] and report["splits"]["train"]["num_samples"] == 5
+
+
+def test_ingest_cli_exit_codes_and_musiccaps_rows(tmp_path):
+    src = tmp_path / "caps"
+    src.mkdir()
+    sf.write(src / "abc123.wav", _tone(24_000, 6.0), 24_000)
+    table = tmp_path / "musiccaps.csv"
+    table.write_text("ytid,start_s,end_s,aspect_list,caption\nabc123,1,4,\"['calm']\",A calm tone.\n")
+    out = tmp_path / "out"
+    run = [sys.executable, "-m", "musiclm.cli", "data", "ingest"]
+    ok = subprocess.run(run + [str(src), str(out), "--captions", str(table), "--clip-seconds", "10"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "kept 1 clips" in ok.stdout
+    meta = json.loads(next(iter_tar_samples(list_shards(out / "train")[0]))["json"])
+    assert meta["duration"] == 3.0 and meta["tags"] == ["calm"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "junk.wav").write_bytes(b"RIFF")
+    bad = subprocess.run(run + [str(empty), str(tmp_path / "o2")], capture_output=True, text=True)
+    assert bad.returncode == 1 and "no usable audio" in bad.stderr
+    check = subprocess.run([sys.executable, "-m", "musiclm.cli", "data", "check", str(out)], capture_output=True, text=True)
+    assert check.returncode == 0 and "train: 1 clips" in check.stdout
