@@ -1,0 +1,107 @@
+# MusicLM training stack. Targets are files: make rebuilds only what is missing or older than its inputs.
+#   make demo                      whole chain on the synthetic corpus (demo profile, 2 CPU cores)
+#   make test                      the test suite
+#   make train-mulan RUN=x PROFILE=paper TRAINER=ddp DEVICES=8 ARGS="--trainer.max_steps=100"
+SHELL := /bin/bash
+.DELETE_ON_ERROR:
+.SUFFIXES:
+
+RUN ?= demo
+PROFILE ?= demo
+DATASET ?= synth
+TRAINER ?= cpu
+DEVICES ?=
+NODES ?=
+ACCELERATOR ?=
+ARGS ?=
+TEXT ?=
+SECONDS ?= 10
+# synthetic corpus size (the demo default renders in about a minute on 2 cores)
+SYNTH_CLIPS ?= 1200
+SYNTH_SECONDS ?= 8
+WORKERS ?= 2
+
+VENV := .venv
+PY := $(VENV)/bin/python
+MUSICLM := $(PY) -m musiclm.cli
+STAMP := $(VENV)/.installed
+SHARDS := data/shards/$(DATASET)
+TOKENS := data/tokens/$(RUN)
+R := runs/$(RUN)
+TRAIN_FLAGS = --run $(RUN) --profile $(PROFILE) --trainer $(TRAINER) \
+  $(if $(DEVICES),--trainer.devices=$(DEVICES)) $(if $(NODES),--trainer.num_nodes=$(NODES)) \
+  $(if $(ACCELERATOR),--trainer.accelerator=$(ACCELERATOR)) $(ARGS)
+
+.PHONY: install test demo data train-mulan train-codec fit-semantic tokenize train-semantic train-acoustic \
+        generate eval bench tensorboard clean-run
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock scripts/system-deps.sh
+	bash scripts/system-deps.sh
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0   # the CPU wheel first, so nothing can pull a CUDA build
+	$(PY) -m pip install -q -c requirements.lock -e ".[dev,text]"
+	touch $@
+
+test: $(STAMP)
+	$(PY) -m pytest tests
+
+# ---- data -------------------------------------------------------------------------------------------
+data: $(SHARDS)/train/manifest.json
+
+data/shards/synth/train/manifest.json: | $(STAMP)
+	$(MUSICLM) data synth data/shards/synth --num-clips $(SYNTH_CLIPS) --seconds $(SYNTH_SECONDS) --seed 0 --workers $(WORKERS)
+	$(MUSICLM) data check data/shards/synth
+
+# ---- stages -----------------------------------------------------------------------------------------
+train-mulan: $(R)/mulan/model.ckpt
+$(R)/mulan/model.ckpt: $(SHARDS)/train/manifest.json configs/mulan.yaml | $(STAMP)
+	$(MUSICLM) train mulan $(TRAIN_FLAGS) --data.data_dir=$(SHARDS)
+	$(MUSICLM) mulan fit-quantizer --run $(RUN)
+
+train-codec: $(R)/codec/model.ckpt
+$(R)/codec/model.ckpt: $(SHARDS)/train/manifest.json configs/codec.yaml | $(STAMP)
+	$(MUSICLM) train codec $(TRAIN_FLAGS) --data.data_dir=$(SHARDS)
+
+fit-semantic: $(R)/semantic_tokens/model.ckpt
+$(R)/semantic_tokens/model.ckpt: $(R)/mulan/model.ckpt configs/semantic_tokens.yaml | $(STAMP)
+	$(MUSICLM) train semantic_tokens $(TRAIN_FLAGS) --data.data_dir=$(SHARDS)
+
+tokenize: $(TOKENS)/train/manifest.json
+$(TOKENS)/train/manifest.json: $(R)/mulan/model.ckpt $(R)/codec/model.ckpt $(R)/semantic_tokens/model.ckpt | $(STAMP)
+	$(MUSICLM) tokenize --run $(RUN) --dataset $(DATASET) --workers $(WORKERS)
+
+train-semantic: $(R)/semantic/model.ckpt
+$(R)/semantic/model.ckpt: $(TOKENS)/train/manifest.json configs/semantic.yaml | $(STAMP)
+	$(MUSICLM) train semantic $(TRAIN_FLAGS) --data.data_dir=$(TOKENS)
+
+train-acoustic: $(R)/coarse/model.ckpt $(R)/fine/model.ckpt
+$(R)/coarse/model.ckpt: $(TOKENS)/train/manifest.json configs/coarse.yaml | $(STAMP)
+	$(MUSICLM) train coarse $(TRAIN_FLAGS) --data.data_dir=$(TOKENS)
+$(R)/fine/model.ckpt: $(TOKENS)/train/manifest.json configs/fine.yaml | $(STAMP)
+	$(MUSICLM) train fine $(TRAIN_FLAGS) --data.data_dir=$(TOKENS)
+
+# ---- use --------------------------------------------------------------------------------------------
+STAGE_CKPTS := $(foreach s,mulan codec semantic_tokens semantic coarse fine,$(R)/$(s)/model.ckpt)
+
+generate: $(STAGE_CKPTS) | $(STAMP)
+	@test -n "$(TEXT)" || { echo 'usage: make generate TEXT="a calm piano ballad" [SECONDS=10] [RUN=demo]'; exit 2; }
+	$(MUSICLM) generate --run $(RUN) --text "$(TEXT)" --seconds $(SECONDS) --out outputs/$(RUN)
+
+eval: reports/$(RUN)/eval.json
+reports/$(RUN)/eval.json: $(STAGE_CKPTS) $(TOKENS)/train/manifest.json | $(STAMP)
+	$(MUSICLM) eval --run $(RUN) --dataset $(DATASET) --out $@
+
+bench: $(STAMP)
+	$(MUSICLM) bench --out reports/bench.json
+
+tensorboard: $(STAMP)
+	$(VENV)/bin/tensorboard --logdir $(R) --bind_all
+
+demo: $(STAMP)
+	$(PY) -m musiclm.demo --run $(RUN) --dataset $(DATASET)
+
+clean-run:
+	rm -rf $(R) $(TOKENS) reports/$(RUN) outputs/$(RUN)
