@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import lightning as L
 import torch
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.tensor import DTensor
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -66,16 +69,29 @@ def build_cli(stage: str, run: str, profile: str, trainer: str, extra: list[str]
     )
 
 
-def export_model(trainer, module, path: Path) -> Path:
-    """Write the hand-off `model.ckpt` (weights + hyperparameters, no optimizer) atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    trainer.save_checkpoint(tmp, weights_only=True)
+def full_state_dict(module: L.LightningModule) -> dict[str, torch.Tensor]:
+    """Unsharded CPU weights on every rank (a collective under FSDP2, a plain state_dict otherwise)."""
+    sharded = any(isinstance(p, DTensor) for p in module.parameters())
+    if not sharded:
+        return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def export_model(trainer: L.Trainer, module: L.LightningModule, path: Path) -> Path:
+    """Write the hand-off `model.ckpt`: weights + hyperparameters, no optimizer, loadable by `load_from_checkpoint`
+    (and by `torch.load(weights_only=True)`) with no config, whatever strategy trained it."""
+    state = full_state_dict(module)
     if trainer.is_global_zero:
-        obj = torch.load(tmp, map_location="cpu", weights_only=False)
-        if tmp.is_dir():  # sharded (FSDP) checkpoint: consolidated by the strategy hook instead
-            raise RuntimeError("sharded checkpoint; export with `musiclm export`")
-        tmp.unlink()
-        atomic_torch_save(obj, path)
+        ckpt = {
+            "state_dict": state,
+            "hyper_parameters": dict(module.hparams),
+            "pytorch-lightning_version": L.__version__,
+            "global_step": trainer.global_step,
+            "epoch": trainer.current_epoch,
+        }
+        if trainer.datamodule is not None:
+            ckpt["datamodule_hyper_parameters"] = dict(trainer.datamodule.hparams)
+        atomic_torch_save(ckpt, path)
     trainer.strategy.barrier()
     return path
 
