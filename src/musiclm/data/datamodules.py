@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from musiclm.audio import AudioError, crop, load_audio
-from musiclm.data.pipeline import collate, per_worker, shard_stream
+from musiclm.data.streams import collate, per_worker, shard_stream
 from musiclm.data.shards import list_shards, read_manifest
 
 CaptionMode = Literal["caption", "tags", "random"]
