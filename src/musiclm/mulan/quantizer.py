@@ -11,6 +11,7 @@ DDP training, and then try to all-reduce during a single-process fit).
 from __future__ import annotations
 
 import argparse
+import inspect
 import time
 
 import torch
@@ -73,7 +74,8 @@ def embed_split(module, data_hparams: dict, split: str = "train", batches: int |
     from musiclm.data.datamodules import AudioTextDataModule, AudioTextDecoder
     from musiclm.data.streams import collate, shard_stream
 
-    dm = AudioTextDataModule(**{**data_hparams, "batch_size": batch_size})
+    known = inspect.signature(AudioTextDataModule).parameters  # the CLI also records private keys (_instantiator)
+    dm = AudioTextDataModule(**{**{k: v for k, v in data_hparams.items() if k in known}, "batch_size": batch_size})
     decode = AudioTextDecoder(module.sample_rate, dm.clip_samples, False, "caption", 0, 0)
     stream = shard_stream(dm.shards(split), decode, (AudioError, KeyError, ValueError), train=False)
     workers = min(int(data_hparams.get("num_workers", 0)), len(dm.shards(split)))
