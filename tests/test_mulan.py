@@ -191,3 +191,16 @@ def test_tiny_fit_val_loss_falls_then_fit_quantizer_and_reload(tone_shards, tmp_
     wave = torch.randn(2, 16_000)
     torch.testing.assert_close(loaded.encode_audio(wave), model.eval().encode_audio(wave))
     assert loaded.tokens_from_audio(wave).shape == loaded.tokens_from_text(["a sine tone", "noise"]).shape == (2, 3)
+
+
+# ------------------------------------------------------------------------------------------------ configs
+@pytest.mark.parametrize("profile", ["paper", "demo"])
+def test_config_model_keys_are_module_arguments(profile):
+    import inspect
+
+    from musiclm.mulan.bench import demo_settings
+
+    model, data = demo_settings(profile)
+    assert set(model) <= set(inspect.signature(MuLanModule).parameters)
+    assert set(data) <= set(inspect.signature(AudioTextDataModule).parameters)
+    assert model["window_seconds"] == data["clip_seconds"] and model["sample_rate"] == data["sample_rate"]

@@ -268,7 +268,7 @@ class MuLanModule(L.LightningModule):
             acc, chance = zero_shot_accuracy(audio, [str(v) for v in values], template, lambda p: self.encode_text(p).cpu())
             metrics[f"zero_shot/{attr}_acc"], metrics[f"zero_shot/{attr}_chance"] = acc, chance
         # every process holds the same gathered values, so no further reduction is needed
-        self.log_dict({f"val/{k}": v for k, v in metrics.items()}, rank_zero_only=True)
+        self.log_dict({f"val/{k}": v for k, v in metrics.items()}, sync_dist=True)
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
             self._log_images(audio, text, val)
 
