@@ -205,6 +205,9 @@ class PretrainedTextTower(TextTower):
     def __init__(self, model: str = MINILM, train_layers: int = -1, max_length: int = 64):
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a weight-loading bar on every checkpoint load is noise in logs
 
         path = minilm_path() if model == MINILM else model
         if not Path(path).is_dir():
