@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
 import torch
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.tensor import DTensor
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.loggers import TensorBoardLogger
 
 from musiclm.artifacts import atomic_torch_save, model_path, stage_dir
 from musiclm.stages import STAGES
@@ -34,7 +35,19 @@ def config_layers(stage: str, profile: str, trainer: str, config_root: Path = CO
 
 
 class StageCLI(LightningCLI):
-    """LightningCLI whose module/data classes come from the stage registry."""
+    """LightningCLI whose module/data classes come from the stage registry; it adds the run's TensorBoard logger
+    and `checkpoints/last.ckpt` unless the config brings its own."""
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> L.Trainer:
+        out = Path(config["default_root_dir"])
+        if config.get("logger") in (None, True):
+            config["logger"] = TensorBoardLogger(save_dir=str(out), name="tb", version="")
+        given = config.get("callbacks") or []
+        if not any(isinstance(c, ModelCheckpoint) for c in given):
+            callbacks.append(ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0))
+        if config["logger"] and not any(isinstance(c, LearningRateMonitor) for c in given):
+            callbacks.append(LearningRateMonitor())
+        return super()._instantiate_trainer(config, callbacks)
 
     def add_arguments_to_parser(self, parser) -> None:
         module_cls = self.model_class
@@ -51,7 +64,6 @@ def build_cli(stage: str, run: str, profile: str, trainer: str, extra: list[str]
     for layer in config_layers(stage, profile, trainer, config_root):
         args += ["--config", str(layer)]
     args += extra
-    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0, every_n_train_steps=None)
     return StageCLI(
         spec.module_class(),
         spec.data_class(),
@@ -60,11 +72,8 @@ def build_cli(stage: str, run: str, profile: str, trainer: str, extra: list[str]
         subclass_mode_model=False,
         subclass_mode_data=False,
         save_config_kwargs={"overwrite": True},
-        trainer_defaults={
-            "default_root_dir": str(out),
-            "logger": TensorBoardLogger(save_dir=str(out), name="tb", version=""),
-            "callbacks": [ckpt, LearningRateMonitor()],
-        },
+        seed_everything_default=0,
+        trainer_defaults={"default_root_dir": str(out)},
         parser_kwargs={"parser_mode": "omegaconf"},
     )
 
