@@ -118,7 +118,7 @@ def rhythm(bpm: float, seconds: float = 8.0, drums: bool = False, seed: int = 0)
     return (0.4 * x).astype(np.float32)
 
 
-@pytest.mark.parametrize("bpm", [70, 100, 128, 160])
+@pytest.mark.parametrize("bpm", [55, 70, 100, 128, 160, 190])  # 55 and 190: octave handling at the range ends
 def test_tempo_of_click_and_drum_tracks(bpm):
     assert estimate_tempo(rhythm(bpm), SR) == pytest.approx(bpm, rel=0.05)
     assert estimate_tempo(torch.from_numpy(rhythm(bpm, drums=True, seed=1)), SR) == pytest.approx(bpm, rel=0.05)

@@ -32,7 +32,8 @@ def _mels(sample_rate: int) -> nn.ModuleList:
 def mel_distance(
     ref: torch.Tensor, est: torch.Tensor, sample_rate: int, reduction: Literal["mean", "none"] = "mean"
 ) -> torch.Tensor:
-    """Multi-resolution log10-mel L1 distance between waves [B, T] (0 = identical); differentiable.
+    """Multi-resolution log10-mel L1 distance between waves [B, T] (0 = identical); differentiable, so it also
+    serves as a training loss.
 
     reduction="none" returns one value per clip [B]; "mean" their mean.
     """
@@ -40,7 +41,6 @@ def mel_distance(
         raise ValueError(f"ref {tuple(ref.shape)} and est {tuple(est.shape)} must have the same shape")
     total = ref.new_zeros(ref.shape[:-1], dtype=torch.float32)
     for mel in _mels(sample_rate):
-        mel = mel.to(ref.device)
         total = total + (mel(ref) - mel(est)).abs().mean(dim=(-2, -1)) / math.log(10)  # ln -> log10
     return total.mean() if reduction == "mean" else total
 

@@ -23,7 +23,7 @@ class FrechetAudioDistance(Metric):
     memory is O(D^2) whatever the number of clips. `num_features` allocates them up front; without it they are
     sized on the first update (then every process must see at least one batch before compute()).
     `eps` is added to both covariances' diagonals so that near-singular estimates (fewer clips than dimensions)
-    stay well conditioned.
+    stay well conditioned. Use update()/compute(): a single batch holds one set only, so forward() has no meaning.
     """
 
     full_state_update = False
