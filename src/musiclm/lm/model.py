@@ -1,0 +1,73 @@
+"""The decoder shared by every LM stage: an x-transformers decoder with rotary (relative) positions over steps of
+K summed tokens, and one output block per slot (see `patterns.Pattern.slot_levels`)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from x_transformers import Decoder, TransformerWrapper
+from x_transformers.x_transformers import LayerIntermediates
+
+from musiclm.lm.patterns import PAD
+
+
+class StepEmbedding(nn.Module):
+    """Sum of the K token embeddings of a step (K = 1 for flattened layouts); PAD embeds to zero."""
+
+    def __init__(self, dim: int, num_tokens: int):
+        super().__init__()
+        self.emb = nn.Embedding(num_tokens, dim, padding_idx=PAD)
+        nn.init.normal_(self.emb.weight, std=0.02)
+        with torch.no_grad():
+            self.emb.weight[PAD].zero_()
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return self.emb(ids).sum(dim=-2)
+
+
+class TokenLM(nn.Module):
+    """ids `[B, N, K]` -> logits `[B, N, sum(head_sizes)]`, with an optional x-transformers KV cache."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        head_sizes: list[int],
+        dim: int,
+        depth: int,
+        heads: int,
+        ff_mult: int = 4,
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        self.head_sizes = list(head_sizes)
+        self.net = TransformerWrapper(
+            num_tokens=vocab_size,
+            max_seq_len=0,  # no absolute positions: rotary only, so windows can slide and the cache can grow
+            token_emb=StepEmbedding(dim, vocab_size),
+            logits_dim=sum(head_sizes),
+            use_abs_pos_emb=False,
+            attn_layers=Decoder(
+                dim=dim,
+                depth=depth,
+                heads=heads,
+                ff_mult=ff_mult,
+                rotary_pos_emb=True,
+                attn_flash=True,
+                attn_dropout=dropout,
+                ff_dropout=dropout,
+            ),
+        )
+
+    def forward(self, ids: Tensor, cache: LayerIntermediates | None = None) -> tuple[Tensor, LayerIntermediates]:
+        """Without `cache`: the whole sequence. With it: `ids` holds only the new step(s) after the cached ones."""
+        logits, inter = self.net(ids, cache=cache, return_intermediates=True, input_not_include_cache=cache is not None)
+        return logits, inter
+
+    def slot_logits(self, logits: Tensor, head_index: Tensor, codebook_size: int) -> Tensor:
+        """`[B, N, sum(head_sizes)]` -> `[B, N, K, C]`: for each slot, the block of its level (`head_index` `[N, K]`)."""
+        out = []
+        for k, block in enumerate(logits.split(self.head_sizes, dim=-1)):
+            block = block.unflatten(-1, (-1, codebook_size))  # [B, N, n_k, C]
+            idx = head_index[:, k].to(logits.device)[None, :, None, None].expand(block.shape[0], -1, 1, codebook_size)
+            out.append(block.gather(2, idx).squeeze(2))
+        return torch.stack(out, dim=2)

@@ -1,0 +1,460 @@
+"""The three autoregressive stages of MusicLM as LightningModules trained on token batches
+(`TokenDataModule`: `mulan` [B, Qm], `semantic` [B, Ts] at 25 Hz, `acoustic` [B, Q, Ta] at 50 Hz):
+
+- `SemanticStage`  p(semantic | MuLan)
+- `CoarseStage`    p(coarse codec levels | MuLan, semantic)
+- `FineStage`      p(fine codec levels | coarse), over shorter windows
+
+Each sequence is a conditioning prefix followed by the target steps of a `Pattern`; only targets carry a loss.
+MuLan tokens are replaced by a learned null condition with probability `cond_dropout` so that classifier-free
+guidance has an unconditional branch to extrapolate from.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from musiclm.lm.model import TokenLM
+from musiclm.lm.patterns import EMPTY, FlattenPattern, Pattern, Vocab, as_steps, make_pattern
+from musiclm.lm.sampling import TargetLayout, sample_steps, slide
+
+
+class TokenStage(L.LightningModule):
+    """Shared training, metrics and window sampling. Subclasses say what the prefix and the target are."""
+
+    target: str  # name of the target stream in the vocabulary
+    level_base: int = 0  # absolute codec level of target level 0 (for metric names)
+
+    def _setup(self, streams: dict[str, tuple[int, int]], pattern: Pattern, codebook_size: int) -> None:
+        hp = self.hparams
+        self.vocab = Vocab(streams)
+        self.pattern = pattern
+        self.codebook_size = codebook_size
+        head_sizes = [len(pattern.slot_levels(k)) * codebook_size for k in range(pattern.tokens_per_step)]
+        self.model = TokenLM(self.vocab.size, head_sizes, hp.dim, hp.depth, hp.heads, hp.ff_mult, hp.dropout)
+        self._val: dict[str, Tensor] = {}
+
+    # -- what subclasses define ---------------------------------------------------------------------------------
+
+    def prefix(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """(`[B, P]` input ids, `[P]` bool: positions that hold the droppable MuLan condition)."""
+        raise NotImplementedError
+
+    def target_codes(self, batch: dict[str, Any]) -> Tensor:
+        """`[B, L, T]` stream-local target codes."""
+        raise NotImplementedError
+
+    def crop(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The stage's training window out of a longer aligned crop (random in training, the start otherwise)."""
+        return batch
+
+    # -- layout helpers ---------------------------------------------------------------------------------------
+
+    def null_ids(self, n: int) -> Tensor:
+        return self.vocab.encode("null", torch.zeros(n, dtype=torch.long), torch.arange(n)).to(self.device)
+
+    def target_layout(self, frames: int) -> TargetLayout:
+        level, _ = self.pattern.layout(frames)
+        return TargetLayout(
+            head_index=self.pattern.head_index(frames),
+            offsets=self.vocab.offsets[self.target][level],
+            valid=self.pattern.valid(frames),
+            codebook_size=self.codebook_size,
+        )
+
+    def target_ids(self, steps: Tensor, layout: TargetLayout) -> Tensor:
+        ids = steps + layout.offsets.to(steps.device)
+        return torch.where(layout.valid.to(steps.device), ids, torch.full_like(ids, EMPTY))
+
+    # -- training ---------------------------------------------------------------------------------------------
+
+    def drop_condition(self, prefix: Tensor, droppable: Tensor) -> Tensor:
+        """Replace the MuLan part of each sample's prefix by the null condition with probability `cond_dropout`."""
+        p = self.hparams.cond_dropout
+        if not self.training or p <= 0 or not droppable.any():
+            return prefix
+        null = prefix.clone()
+        null[:, droppable] = self.null_ids(int(droppable.sum()))
+        drop = torch.rand(prefix.shape[0], 1, device=prefix.device) < p
+        return torch.where(drop, null, prefix)
+
+    def forward_loss(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(per-slot CE `[B, S, K]`, correct `[B, S, K]`, valid `[S, K]`, level `[S, K]`)."""
+        batch = self.crop(batch)
+        prefix, droppable = self.prefix(batch)
+        prefix = self.drop_condition(prefix, droppable)
+        codes = self.target_codes(batch)
+        frames = codes.shape[-1]
+        layout = self.target_layout(frames)
+        steps = self.pattern.build(codes)
+        k = self.pattern.tokens_per_step
+        x = torch.cat([as_steps(prefix, k), self.target_ids(steps, layout)[:, :-1]], dim=1)
+        logits, _ = self.model(x)
+        logits = self.model.slot_logits(logits[:, prefix.shape[1] - 1 :], layout.head_index, self.codebook_size)
+        ce = F.cross_entropy(logits.flatten(0, -2).float(), steps.flatten(), reduction="none").view_as(steps)
+        correct = logits.argmax(-1) == steps
+        level, _ = self.pattern.layout(frames)
+        return ce, correct, layout.valid.to(ce.device), level.to(ce.device)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        ce, correct, valid, _ = self.forward_loss(batch)
+        mask = valid.expand_as(ce)
+        loss = ce[mask].mean()
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/acc", correct[mask].float().mean())
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val = {}
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        ce, correct, valid, level = self.forward_loss(batch)
+        for lv in level.unique().tolist():
+            m = (valid & (level == lv)).expand_as(ce)
+            stats = torch.stack([ce[m].sum(), correct[m].float().sum(), m.sum().float()]).detach()
+            self._val[f"level_{lv + self.level_base}"] = self._val.get(f"level_{lv + self.level_base}", 0) + stats
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val:
+            return
+        total = 0
+        for name in sorted(self._val):
+            stats = self.trainer.strategy.reduce(self._val[name], reduce_op="sum")
+            total = total + stats
+            self.log(f"val/loss/{name}", stats[0] / stats[2])
+            self.log(f"val/acc/{name}", stats[1] / stats[2])
+        loss = total[0] / total[2]
+        self.log("val/loss", loss, prog_bar=True)
+        self.log("val/ppl", loss.exp())
+        self.log("val/acc", total[1] / total[2])
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        decay = [p for p in self.parameters() if p.ndim >= 2]
+        no_decay = [p for p in self.parameters() if p.ndim < 2]
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=hp.lr,
+            betas=(0.9, 0.95),
+        )
+        total = max(self.trainer.max_steps, 0)
+
+        def schedule(step: int) -> float:  # linear warm-up, then cosine to 10% over max_steps (constant without)
+            if step < hp.warmup_steps:
+                return (step + 1) / hp.warmup_steps
+            if total <= hp.warmup_steps:
+                return 1.0
+            progress = min(1.0, (step - hp.warmup_steps) / (total - hp.warmup_steps))
+            return 0.1 + 0.45 * (1 + math.cos(math.pi * progress))
+
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule), "interval": "step"}}
+
+    # -- sampling ---------------------------------------------------------------------------------------------
+
+    def sample_window(
+        self,
+        prefix: Tensor,
+        null_prefix: Tensor | None,
+        frames: int,
+        prompt: Tensor | None,
+        **kw: Any,
+    ) -> Tensor:
+        """Codes `[B, L, frames]` after `prefix` (`[B, P]` ids); the first frames equal `prompt` `[B, L, Tp]`."""
+        k = self.pattern.tokens_per_step
+        layout = self.target_layout(frames)
+        known, forced = 0, None
+        if prompt is not None:
+            full = prompt.new_zeros(prompt.shape[0], prompt.shape[1], frames)
+            full[..., : prompt.shape[-1]] = prompt
+            steps = self.pattern.build(full)
+            _, time = self.pattern.layout(frames)
+            known = self.pattern.known_steps(prompt.shape[-1])
+            forced = torch.where(((time >= 0) & (time < prompt.shape[-1])).to(steps.device), steps, -1)[:, known:]
+            prompt_ids = self.target_ids(steps[:, :known], layout[:known])
+        prefixes = []
+        for p in (prefix, null_prefix):
+            if p is None:
+                prefixes.append(None)
+                continue
+            p = as_steps(p, k)
+            prefixes.append(torch.cat([p, prompt_ids], dim=1) if known else p)
+        new = sample_steps(self.model, prefixes[0], layout[known:], null_prefix=prefixes[1], forced=forced, **kw)
+        steps = torch.cat([steps[:, :known], new], dim=1) if known else new
+        return self.pattern.revert(steps, frames)
+
+    def sampling_kwargs(self, temperature, top_k, top_p, cfg_scale, seed, use_cache) -> dict[str, Any]:
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+        return dict(
+            temperature=self.hparams.temperature if temperature is None else temperature,
+            top_k=top_k,
+            top_p=top_p,
+            cfg_scale=cfg_scale,
+            generator=generator,
+            use_cache=use_cache,
+        )
+
+
+class SemanticStage(TokenStage):
+    """p(semantic tokens | MuLan tokens)."""
+
+    target = "semantic"
+
+    def __init__(
+        self,
+        mulan_levels: int = 12,
+        mulan_codebook_size: int = 1024,
+        semantic_codebook_size: int = 1024,
+        window_frames: int = 750,
+        dim: int = 1024,
+        depth: int = 24,
+        heads: int = 16,
+        ff_mult: int = 4,
+        dropout: float = 0.1,
+        cond_dropout: float = 0.1,
+        lr: float = 3e-4,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 1000,
+        temperature: float = 1.0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        streams = {
+            "mulan": (mulan_levels, mulan_codebook_size),
+            "null": (mulan_levels, 1),
+            "semantic": (1, semantic_codebook_size),
+        }
+        self._setup(streams, FlattenPattern(1), semantic_codebook_size)
+
+    def mulan_ids(self, mulan: Tensor) -> Tensor:
+        return self.vocab.encode("mulan", mulan.long(), torch.arange(mulan.shape[-1], device=mulan.device))
+
+    def prefix(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        ids = self.mulan_ids(batch["mulan"])
+        return ids, torch.ones(ids.shape[1], dtype=torch.bool, device=ids.device)
+
+    def target_codes(self, batch: dict[str, Any]) -> Tensor:
+        return batch["semantic"].long()[:, None]
+
+    def crop(self, batch: dict[str, Any]) -> dict[str, Any]:
+        sem = batch["semantic"]
+        w = self.hparams.window_frames
+        if sem.shape[-1] <= w:
+            return batch
+        start = int(torch.randint(0, sem.shape[-1] - w + 1, ())) if self.training else 0
+        return {**batch, "semantic": sem[..., start : start + w]}
+
+    @torch.no_grad()
+    def generate(
+        self,
+        mulan_tokens: Tensor,
+        num_tokens: int,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        cfg_scale: float | None = None,
+        seed: int | None = None,
+        prompt: Tensor | None = None,
+        context: int | None = None,
+        use_cache: bool = True,
+    ) -> Tensor:
+        """MuLan tokens `[B, Qm]` -> semantic tokens `[B, num_tokens]`; longer than `window_frames` by sliding
+        windows prompted with the last `context` tokens (default half a window). `prompt` `[B, Tp]` continues
+        given semantic tokens (returned as the first Tp)."""
+        kw = self.sampling_kwargs(temperature, top_k, top_p, cfg_scale, seed, use_cache)
+        mulan_tokens = mulan_tokens.to(self.device)
+        cond = self.mulan_ids(mulan_tokens)
+        null = self.null_ids(cond.shape[1]).expand_as(cond) if cfg_scale is not None else None
+        window = self.hparams.window_frames
+        context = window // 2 if context is None else context
+
+        def gen(start: int, frames: int, prev: Tensor | None) -> Tensor:
+            if start == 0 and prompt is not None:
+                prev = prompt.to(self.device).long()[:, None, : frames - 1]
+            return self.sample_window(cond, null, frames, prev, **kw)
+
+        return slide(num_tokens, window, min(context, window - 1), gen)[:, 0]
+
+
+class CoarseStage(TokenStage):
+    """p(coarse codec levels | MuLan tokens, semantic tokens)."""
+
+    target = "coarse"
+
+    def __init__(
+        self,
+        mulan_levels: int = 12,
+        mulan_codebook_size: int = 1024,
+        semantic_codebook_size: int = 1024,
+        codec_codebook_size: int = 1024,
+        coarse_levels: int = 4,
+        pattern: str = "flatten",
+        semantic_rate: int = 25,
+        acoustic_rate: int = 50,
+        window_frames: int = 500,
+        dim: int = 1024,
+        depth: int = 24,
+        heads: int = 16,
+        ff_mult: int = 4,
+        dropout: float = 0.1,
+        cond_dropout: float = 0.1,
+        lr: float = 3e-4,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 1000,
+        temperature: float = 0.95,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        if acoustic_rate % semantic_rate or window_frames % (acoustic_rate // semantic_rate):
+            raise ValueError("acoustic_rate must be a multiple of semantic_rate, and window_frames of their ratio")
+        self.ratio = acoustic_rate // semantic_rate
+        streams = {
+            "mulan": (mulan_levels, mulan_codebook_size),
+            "null": (mulan_levels, 1),
+            "semantic": (1, semantic_codebook_size),
+            "coarse": (coarse_levels, codec_codebook_size),
+        }
+        self._setup(streams, make_pattern(pattern, coarse_levels), codec_codebook_size)
+
+    mulan_ids = SemanticStage.mulan_ids
+
+    def cond_ids(self, mulan: Tensor, semantic: Tensor) -> tuple[Tensor, Tensor]:
+        m = self.mulan_ids(mulan)
+        s = self.vocab.encode("semantic", semantic.long(), 0)
+        droppable = torch.arange(m.shape[1] + s.shape[1], device=m.device) < m.shape[1]
+        return torch.cat([m, s], dim=1), droppable
+
+    def prefix(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        return self.cond_ids(batch["mulan"], batch["semantic"])
+
+    def target_codes(self, batch: dict[str, Any]) -> Tensor:
+        return batch["acoustic"].long()[:, : self.hparams.coarse_levels]
+
+    def crop(self, batch: dict[str, Any]) -> dict[str, Any]:
+        ac, sem = batch["acoustic"], batch["semantic"]
+        frames = min(ac.shape[-1], sem.shape[-1] * self.ratio)
+        w = min(self.hparams.window_frames, frames - frames % self.ratio)
+        start = 0
+        if self.training and frames > w:
+            start = int(torch.randint(0, (frames - w) // self.ratio + 1, ())) * self.ratio
+        s0 = start // self.ratio
+        return {**batch, "acoustic": ac[..., start : start + w], "semantic": sem[..., s0 : s0 + w // self.ratio]}
+
+    @torch.no_grad()
+    def generate(
+        self,
+        mulan_tokens: Tensor,
+        semantic: Tensor,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        cfg_scale: float | None = None,
+        seed: int | None = None,
+        context: int | None = None,
+        use_cache: bool = True,
+    ) -> Tensor:
+        """MuLan `[B, Qm]` + semantic `[B, Ts]` -> coarse codes `[B, coarse_levels, Ts * ratio]`, in windows of
+        `window_frames` prompted with the last `context` coarse frames (default half a window) and conditioned on
+        the semantic tokens of the same window."""
+        kw = self.sampling_kwargs(temperature, top_k, top_p, cfg_scale, seed, use_cache)
+        mulan_tokens, semantic = mulan_tokens.to(self.device), semantic.to(self.device)
+        window = self.hparams.window_frames
+        context = window // 2 if context is None else context
+        context -= context % self.ratio
+
+        def gen(start: int, frames: int, prev: Tensor | None) -> Tensor:
+            sem = semantic[:, start // self.ratio : (start + frames) // self.ratio]
+            cond, droppable = self.cond_ids(mulan_tokens, sem)
+            null = None
+            if cfg_scale is not None:
+                null = cond.clone()
+                null[:, droppable] = self.null_ids(int(droppable.sum()))
+            return self.sample_window(cond, null, frames, prev, **kw)
+
+        return slide(semantic.shape[-1] * self.ratio, window, context, gen)
+
+
+class FineStage(TokenStage):
+    """p(fine codec levels | coarse codec levels), over short windows (AudioLM: 3 s)."""
+
+    target = "fine"
+
+    def __init__(
+        self,
+        codec_codebook_size: int = 1024,
+        codec_levels: int = 12,
+        coarse_levels: int = 4,
+        pattern: str = "flatten",
+        window_frames: int = 150,
+        dim: int = 1024,
+        depth: int = 24,
+        heads: int = 16,
+        ff_mult: int = 4,
+        dropout: float = 0.1,
+        cond_dropout: float = 0.0,
+        lr: float = 3e-4,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 1000,
+        temperature: float = 0.4,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        if not 0 < coarse_levels < codec_levels:
+            raise ValueError(f"need 0 < coarse_levels ({coarse_levels}) < codec_levels ({codec_levels})")
+        self.level_base = coarse_levels
+        streams = {
+            "coarse": (coarse_levels, codec_codebook_size),
+            "fine": (codec_levels - coarse_levels, codec_codebook_size),
+        }
+        self._setup(streams, make_pattern(pattern, codec_levels - coarse_levels), codec_codebook_size)
+
+    def coarse_ids(self, coarse: Tensor) -> Tensor:
+        """Coarse codes `[B, Qc, T]` -> time-major prefix ids `[B, T * Qc]` (AudioLM's flattening)."""
+        return self.vocab.encode_levels("coarse", coarse.long()).transpose(1, 2).flatten(1)
+
+    def prefix(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        ids = self.coarse_ids(batch["acoustic"][:, : self.hparams.coarse_levels])
+        return ids, torch.zeros(ids.shape[1], dtype=torch.bool, device=ids.device)
+
+    def target_codes(self, batch: dict[str, Any]) -> Tensor:
+        return batch["acoustic"].long()[:, self.hparams.coarse_levels :]
+
+    def crop(self, batch: dict[str, Any]) -> dict[str, Any]:
+        ac = batch["acoustic"]
+        w = self.hparams.window_frames
+        if ac.shape[-1] <= w:
+            return batch
+        start = int(torch.randint(0, ac.shape[-1] - w + 1, ())) if self.training else 0
+        return {**batch, "acoustic": ac[..., start : start + w]}
+
+    @torch.no_grad()
+    def generate(
+        self,
+        coarse: Tensor,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        context: int | None = None,
+        use_cache: bool = True,
+    ) -> Tensor:
+        """Coarse codes `[B, Qc, T]` -> all codes `[B, Q, T]` (coarse levels unchanged), in windows of
+        `window_frames` conditioned on that window's coarse codes and prompted with the last `context` fine
+        frames (default a third of a window)."""
+        kw = self.sampling_kwargs(temperature, top_k, top_p, None, seed, use_cache)
+        coarse = coarse.to(self.device).long()
+        window = self.hparams.window_frames
+        context = window // 3 if context is None else context
+
+        def gen(start: int, frames: int, prev: Tensor | None) -> Tensor:
+            return self.sample_window(self.coarse_ids(coarse[..., start : start + frames]), None, frames, prev, **kw)
+
+        fine = slide(coarse.shape[-1], window, context, gen)
+        return torch.cat([coarse, fine], dim=1)
