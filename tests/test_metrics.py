@@ -53,7 +53,8 @@ def test_fad_matches_closed_form_for_two_gaussians():
     d = 5
     mu1, mu2 = torch.zeros(d, dtype=torch.float64), torch.linspace(-1, 1, d, dtype=torch.float64)
     c1, c2 = random_cov(d, 1), random_cov(d, 2)  # non-commuting covariances
-    closed = float((mu1 - mu2).square().sum() + np.trace(c1.numpy() + c2.numpy() - 2 * scipy.linalg.sqrtm(c1.numpy() @ c2.numpy()).real))
+    cross = scipy.linalg.sqrtm(c1.numpy() @ c2.numpy()).real  # the textbook formula, independent of ours
+    closed = float((mu1 - mu2).square().sum() + np.trace(c1.numpy() + c2.numpy() - 2 * cross))
     assert float(frechet_distance(mu1, c1, mu2, c2)) == pytest.approx(closed, rel=1e-6)
     measured = fad_of(gaussian_set(200, mu1, c1, 3), gaussian_set(300, mu2, c2, 4), eps=0.0)
     assert measured == pytest.approx(closed, rel=1e-3)
@@ -132,7 +133,8 @@ def test_tempo_adherence_and_chance():
     m = TempoAdherence(sample_rate=SR)
     clips = [rhythm(b, seconds=6.0) for b in (70, 100)]
     m.update(clips, [70.0, 100.0])
-    m.update(torch.from_numpy(np.stack([rhythm(128, seconds=6.0), rhythm(160, seconds=6.0), rhythm(90, seconds=6.0)])), torch.tensor([128.0, 105.0, math.nan]))
+    batch = torch.from_numpy(np.stack([rhythm(b, seconds=6.0) for b in (128, 160, 90)]))
+    m.update(batch, torch.tensor([128.0, 105.0, math.nan]))
     out = m.compute()  # estimates 70, 100, 128, 160 against targets 70, 100, 128, 105 (the NaN target is skipped)
     assert float(out["adherence"]) == pytest.approx(0.75)
     assert float(out["chance"]) == pytest.approx(1 / 12)  # only estimate 100 vs the other target 105 is within 10%

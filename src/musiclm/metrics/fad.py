@@ -85,5 +85,6 @@ def logmel_stats_embedding(wave: torch.Tensor, sample_rate: int, n_mels: int = 6
     Compare sets only at the same sample rate (the mel range ends at Nyquist).
     """
     n_fft = 2 ** round(math.log2(0.043 * sample_rate))
-    mel = log_mel(torch.as_tensor(wave).float(), sample_rate, n_fft=n_fft, hop_length=round(sample_rate / 100), n_mels=n_mels)
+    hop = round(sample_rate / 100)
+    mel = log_mel(torch.as_tensor(wave).float(), sample_rate, n_fft=n_fft, hop_length=hop, n_mels=n_mels)
     return torch.cat([mel.mean(-1), mel.std(-1)], dim=-1)

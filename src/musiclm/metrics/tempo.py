@@ -15,13 +15,16 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from musiclm.audio import log_mel
 
 
-def onset_envelope(wave: torch.Tensor, sample_rate: int, n_mels: int = 64, compression: float = 1000.0) -> tuple[torch.Tensor, float]:
+def onset_envelope(
+    wave: torch.Tensor, sample_rate: int, n_mels: int = 64, compression: float = 1000.0
+) -> tuple[torch.Tensor, float]:
     """Onset strength [frames] (mean positive flux of compressed mel power, local mean removed, lightly smoothed)
     and its frame rate in Hz."""
     hop = round(sample_rate / 100)
@@ -32,16 +35,22 @@ def onset_envelope(wave: torch.Tensor, sample_rate: int, n_mels: int = 64, compr
     power = torch.exp(mel - mel.max())
     mag = torch.log1p(compression * power)
     flux = (mag[:, 1:] - mag[:, :-1]).clamp(min=0).mean(0)
-    local_mean = torch.nn.functional.avg_pool1d(flux[None, None], 41, stride=1, padding=20, count_include_pad=False)[0, 0]
+    local_mean = F.avg_pool1d(flux[None, None], 41, stride=1, padding=20, count_include_pad=False)[0, 0]
     flux = (flux - local_mean).clamp(min=0)
     # a 20 ms Gaussian blur: periods that fall between frames then still give one clean autocorrelation peak
     g = torch.exp(-0.5 * (torch.arange(-4, 5, dtype=flux.dtype) / 2.0) ** 2)
-    flux = torch.nn.functional.conv1d(flux[None, None], (g / g.sum())[None, None], padding=4)[0, 0]
+    flux = F.conv1d(flux[None, None], (g / g.sum())[None, None], padding=4)[0, 0]
     return flux, sample_rate / hop
 
 
 def estimate_tempo(
-    wave: np.ndarray | torch.Tensor, sample_rate: int, min_bpm: float = 50.0, max_bpm: float = 200.0, prior_bpm: float = 120.0, prior_octaves: float = 1.0, double_ratio: float = 0.5
+    wave: np.ndarray | torch.Tensor,
+    sample_rate: int,
+    min_bpm: float = 50.0,
+    max_bpm: float = 200.0,
+    prior_bpm: float = 120.0,
+    prior_octaves: float = 1.0,
+    double_ratio: float = 0.5,
 ) -> float:
     """Tempo in BPM of one mono clip [T]; NaN when the clip has no onsets (silence, a drone)."""
     env, rate = onset_envelope(torch.as_tensor(wave).reshape(-1), sample_rate)
@@ -94,7 +103,9 @@ class TempoAdherence(Metric):
         self.add_state("estimate", [], dist_reduce_fx="cat")
         self.add_state("target", [], dist_reduce_fx="cat")
 
-    def update(self, waves: torch.Tensor | list, target_bpm: torch.Tensor | list, sample_rate: int | None = None) -> None:
+    def update(
+        self, waves: torch.Tensor | list, target_bpm: torch.Tensor | list, sample_rate: int | None = None
+    ) -> None:
         sr = sample_rate or self.sample_rate
         if sr is None:
             raise ValueError("TempoAdherence needs a sample_rate (constructor or update)")
