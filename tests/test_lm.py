@@ -1,0 +1,118 @@
+"""LM stages: token layout round trips, tiny fits on a toy token language, checkpoint hand-off."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from musiclm.lm.module import CoarseStage, FineStage, SemanticStage
+from musiclm.lm.patterns import EMPTY, DelayPattern, FlattenPattern, Vocab, make_pattern
+from musiclm.train import export_model
+
+QM, CM, KS, Q, C, TS = 4, 8, 16, 4, 16, 8  # MuLan levels/codes, semantic clusters, codec levels/codes, semantic frames
+SMALL = dict(dim=64, depth=2, heads=4, ff_mult=2, dropout=0.0, lr=3e-3, warmup_steps=5)
+
+
+def toy_tokens(n: int, seed: int) -> list[dict]:
+    """A deterministic toy language: MuLan tokens set a semantic arithmetic sequence; the codec's first level
+    follows the semantic tokens at twice the rate; each next level is a function of the previous one."""
+    g = torch.Generator().manual_seed(seed)
+    mulan = torch.randint(0, CM, (n, QM), generator=g)
+    t = torch.arange(TS)
+    semantic = (mulan[:, :1] * 2 + (mulan[:, 1:2] % 3 + 1) * t) % KS
+    level0 = (semantic.repeat_interleave(2, dim=-1) + torch.arange(2 * TS) % 2) % C
+    levels = [level0]
+    for q in range(1, Q):
+        levels.append((levels[-1] * 3 + q) % C)
+    acoustic = torch.stack(levels, dim=1)
+    return [{"mulan": mulan[i], "semantic": semantic[i], "acoustic": acoustic[i]} for i in range(n)]
+
+
+def loaders(batch_size: int = 16) -> tuple[DataLoader, DataLoader]:
+    return DataLoader(toy_tokens(256, 0), batch_size=batch_size, shuffle=True), DataLoader(toy_tokens(32, 1), batch_size=32)
+
+
+def fit(module: L.LightningModule, steps: int) -> tuple[float, float, L.Trainer]:
+    """(val loss before, val loss after, trainer) of a short fit."""
+    train, val = loaders()
+    trainer = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=1, val_check_interval=steps,
+                        check_val_every_n_epoch=None)
+    before = trainer.validate(module, val, verbose=False)[0]["val/loss"]
+    trainer.fit(module, train, val)
+    after = trainer.callback_metrics["val/loss"].item()
+    return before, after, trainer
+
+
+# -- layout -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["flatten", "delay"])
+def test_pattern_round_trip(name):
+    pattern = make_pattern(name, 3)
+    codes = torch.randint(0, 50, (2, 3, 7))
+    steps = pattern.build(codes)
+    assert steps.shape == (2, pattern.num_steps(7), pattern.tokens_per_step)
+    assert torch.equal(pattern.revert(steps, 7), codes)
+
+
+def test_flatten_is_time_major():
+    codes = torch.tensor([[[1, 2], [3, 4]]])  # levels x time
+    assert FlattenPattern(2).build(codes)[0, :, 0].tolist() == [1, 3, 2, 4]
+    assert FlattenPattern(2).known_steps(1) == 2
+
+
+def test_delay_shifts_level_k_by_k():
+    codes = torch.arange(6).view(1, 2, 3)  # level 0: 0 1 2, level 1: 3 4 5
+    p = DelayPattern(2)
+    steps, valid = p.build(codes)[0], p.valid(3)
+    assert steps.shape == (4, 2)
+    assert steps[:, 0][valid[:, 0]].tolist() == [0, 1, 2] and steps[:, 1][valid[:, 1]].tolist() == [3, 4, 5]
+    assert valid.tolist() == [[True, False], [True, True], [True, True], [False, True]]
+    assert p.slot_levels(1) == [1]
+
+
+def test_vocab_streams_do_not_overlap():
+    v = Vocab({"a": (2, 5), "b": (1, 3)})
+    a = v.encode_levels("a", torch.tensor([[0, 4], [0, 4]]))
+    b = v.encode("b", torch.tensor([0, 2]), 0)
+    ids = torch.cat([a.flatten(), b]).tolist()
+    assert min(ids) > EMPTY and max(ids) == v.size - 1 and len(set(ids)) == len(ids)
+
+
+# -- tiny fits --------------------------------------------------------------------------------------------------
+
+
+def test_semantic_fit_loss_falls_and_checkpoint_loads_without_config(tmp_path):
+    torch.manual_seed(0)
+    module = SemanticStage(mulan_levels=QM, mulan_codebook_size=CM, semantic_codebook_size=KS, window_frames=TS, **SMALL)
+    before, after, trainer = fit(module, 60)
+    assert after < 0.6 * before, (before, after)
+    assert {"val/ppl", "val/acc", "val/acc/level_0", "val/loss/level_0"} <= set(trainer.callback_metrics)
+    path = export_model(trainer, module, tmp_path / "model.ckpt")
+    loaded = SemanticStage.load_from_checkpoint(path).eval()
+    mulan = torch.stack([b["mulan"] for b in toy_tokens(3, 2)])
+    assert torch.equal(loaded.generate(mulan, 12, temperature=0), module.eval().generate(mulan, 12, temperature=0))
+
+
+@pytest.mark.parametrize("pattern", ["flatten", "delay"])
+def test_coarse_fit_loss_falls(pattern):
+    torch.manual_seed(0)
+    module = CoarseStage(mulan_levels=QM, mulan_codebook_size=CM, semantic_codebook_size=KS, codec_codebook_size=C,
+                         coarse_levels=2, pattern=pattern, window_frames=2 * TS, **SMALL)
+    before, after, trainer = fit(module, 40)
+    assert after < 0.7 * before, (before, after)
+    assert {"val/acc/level_0", "val/acc/level_1"} <= set(trainer.callback_metrics)
+
+
+def test_fine_fit_loss_falls_and_generate_keeps_coarse():
+    torch.manual_seed(0)
+    module = FineStage(codec_codebook_size=C, codec_levels=Q, coarse_levels=2, window_frames=TS, **SMALL)
+    before, after, trainer = fit(module, 40)
+    assert after < 0.7 * before, (before, after)
+    assert {"val/acc/level_2", "val/acc/level_3"} <= set(trainer.callback_metrics)
+    coarse = torch.stack([b["acoustic"][:2] for b in toy_tokens(2, 3)])
+    codes = module.eval().generate(coarse, seed=0)  # 2 * TS frames: two windows
+    assert codes.shape == (2, Q, 2 * TS) and torch.equal(codes[:, :2], coarse)
