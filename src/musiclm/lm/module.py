@@ -134,15 +134,17 @@ class TokenStage(L.LightningModule):
         self.log("val/ppl", loss.exp())
         self.log("val/acc", total[1] / total[2])
 
-    def configure_optimizers(self):
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """AdamW with weight decay on matrices only (not norms, biases)."""
         hp = self.hparams
         decay = [p for p in self.parameters() if p.ndim >= 2]
         no_decay = [p for p in self.parameters() if p.ndim < 2]
-        opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=hp.lr,
-            betas=(0.9, 0.95),
-        )
+        groups = [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=hp.lr, betas=(0.9, 0.95))
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt = self.make_optimizer()
         total = max(self.trainer.max_steps, 0)
 
         def schedule(step: int) -> float:  # linear warm-up, then cosine to 10% over max_steps (constant without)

@@ -1,0 +1,114 @@
+"""`make bench` section `lm`: training throughput and model-FLOPs utilisation of the demo semantic stage, and
+generation speed with and without the KV cache at 1,024 tokens of context.
+
+MFU = model FLOPs per second / fp32 matmul FLOP/s, both measured in this run (the matmul rate before and after
+the training timing, averaged, because the cores are shared). Model FLOPs per training step = 6 x (matmul
+parameters: attention, feed-forward and output head; not the embedding lookup) x tokens + attention scores and
+values with the causal half counted: 6 x depth x dim x seq^2 per sequence (forward 2, backward 4).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from omegaconf import OmegaConf
+
+from musiclm.bench import matmul_gflops
+from musiclm.lm.module import SemanticStage
+from musiclm.train import CONFIG_ROOT
+
+
+def stage_settings(stage: str = "semantic", profile: str = "demo") -> tuple[dict, dict]:
+    """(model kwargs, data section) of configs/<stage>.yaml overlaid with the profile, as `musiclm train` sees them."""
+    layers = [OmegaConf.load(CONFIG_ROOT / f"{stage}.yaml")]
+    if profile != "paper":
+        layers.append(OmegaConf.load(CONFIG_ROOT / "profile" / profile / f"{stage}.yaml"))
+    cfg = OmegaConf.to_container(OmegaConf.merge(*layers), resolve=True)
+    return cfg["model"], cfg.get("data", {})
+
+
+def matmul_params(module: SemanticStage) -> int:
+    return sum(m.weight.numel() for m in module.model.modules() if isinstance(m, torch.nn.Linear))
+
+
+def train_flops(module: SemanticStage, batch: int, seq: int) -> float:
+    hp = module.hparams
+    return 6 * matmul_params(module) * batch * seq + 6 * hp.depth * hp.dim * seq**2 * batch
+
+
+def random_batch(module: SemanticStage, batch: int) -> dict:
+    hp = module.hparams
+    return {
+        "mulan": torch.randint(0, hp.mulan_codebook_size, (batch, hp.mulan_levels)),
+        "semantic": torch.randint(0, hp.semantic_codebook_size, (batch, hp.window_frames)),
+    }
+
+
+def time_training(module: SemanticStage, batch: int, steps: int) -> float:
+    """Seconds per optimizer step (forward, backward, AdamW) after one warm-up step."""
+    opt = module.make_optimizer()
+    data = random_batch(module, batch)
+
+    def step() -> None:
+        ce, _, valid, _ = module.forward_loss(data)
+        loss = ce[valid.expand_as(ce)].mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    module.train()
+    step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - t0) / steps
+
+
+def time_generation(module: SemanticStage, context: int, new_tokens: int, use_cache: bool) -> float:
+    """New tokens per second after a `context`-token prefix, batch 1, sampling at temperature 1."""
+    from musiclm.lm.sampling import sample_steps
+
+    module.eval()
+    hp = module.hparams
+    prefix = torch.cat(
+        [module.mulan_ids(torch.randint(0, hp.mulan_codebook_size, (1, hp.mulan_levels))),
+         module.vocab.encode("semantic", torch.randint(0, hp.semantic_codebook_size, (1, context - hp.mulan_levels)), 0)],
+        dim=1,
+    )[..., None]
+    layout = module.target_layout(new_tokens)
+    g = torch.Generator().manual_seed(0)
+    t0 = time.perf_counter()
+    sample_steps(module.model, prefix, layout, generator=g, use_cache=use_cache)
+    return new_tokens / (time.perf_counter() - t0)
+
+
+def bench(profile: str = "demo", steps: int = 5, context: int = 1024, new_tokens: int = 64) -> dict:
+    model_kwargs, data = stage_settings("semantic", profile)
+    batch = int(data.get("batch_size", 16))
+    torch.manual_seed(0)
+    module = SemanticStage(**model_kwargs)
+    seq = module.hparams.mulan_levels + module.hparams.window_frames
+    rate_before = matmul_gflops(torch.float32)
+    step_s = time_training(module, batch, steps)
+    rate_after = matmul_gflops(torch.float32)
+    rate = (rate_before + rate_after) / 2
+    flops = train_flops(module, batch, seq)
+    cached = time_generation(module, context, new_tokens, use_cache=True)
+    uncached = time_generation(module, context, new_tokens // 4, use_cache=False)
+    return {
+        "profile": profile,
+        "stage": "semantic",
+        "params_m": round(sum(p.numel() for p in module.parameters()) / 1e6, 2),
+        "batch_size": batch,
+        "seq_len": seq,
+        "train_step_s": round(step_s, 3),
+        "train_tokens_per_s": round(batch * seq / step_s, 1),
+        "train_model_gflops_per_s": round(flops / step_s / 1e9, 1),
+        "matmul_fp32_gflops": round(rate, 1),
+        "train_mfu": round(flops / step_s / 1e9 / rate, 3),
+        "gen_context_tokens": context,
+        "gen_tokens_per_s_cached": round(cached, 1),
+        "gen_tokens_per_s_uncached": round(uncached, 1),
+        "gen_cache_speedup": round(cached / uncached, 2),
+    }
