@@ -116,3 +116,17 @@ def test_fine_fit_loss_falls_and_generate_keeps_coarse():
     coarse = torch.stack([b["acoustic"][:2] for b in toy_tokens(2, 3)])
     codes = module.eval().generate(coarse, seed=0)  # 2 * TS frames: two windows
     assert codes.shape == (2, Q, 2 * TS) and torch.equal(codes[:, :2], coarse)
+
+
+@pytest.mark.parametrize("stage,cls", [("semantic", SemanticStage), ("coarse", CoarseStage), ("fine", FineStage)])
+def test_configs_match_module_arguments(stage, cls):
+    """Every config key is an init argument; the demo profile builds (paper scale is only checked, not built)."""
+    import inspect
+
+    from musiclm.lm.bench import stage_settings
+
+    args = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    paper, _ = stage_settings(stage, "paper")
+    demo, _ = stage_settings(stage, "demo")
+    assert set(paper) <= args and set(demo) <= args
+    assert cls(**demo).hparams.window_frames == demo["window_frames"]
