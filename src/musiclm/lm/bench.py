@@ -1,14 +1,16 @@
 """`make bench` section `lm`: training throughput and model-FLOPs utilisation of the demo semantic stage, and
 generation speed with and without the KV cache at 1,024 tokens of context.
 
-MFU = model FLOPs per second / fp32 matmul FLOP/s, both measured in this run (the matmul rate before and after
-the training timing, averaged, because the cores are shared). Model FLOPs per training step = 6 x (matmul
+MFU = model FLOPs per second / fp32 matmul FLOP/s, both measured in this run: each training step is timed next to
+a short matmul measurement and the median of the per-step ratios is reported, because the cores are shared and a
+rate measured minutes apart from the step it divides can be off by 2x. Model FLOPs per training step = 6 x (matmul
 parameters: attention, feed-forward and output head; not the embedding lookup) x tokens + attention scores and
 values with the causal half counted: 6 x depth x dim x seq^2 per sequence (forward 2, backward 4).
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 
 import torch
@@ -45,8 +47,9 @@ def random_batch(module: SemanticStage, batch: int) -> dict:
     }
 
 
-def time_training(module: SemanticStage, batch: int, steps: int) -> float:
-    """Seconds per optimizer step (forward, backward, AdamW) after one warm-up step."""
+def time_training(module: SemanticStage, batch: int, steps: int) -> list[tuple[float, float]]:
+    """(seconds per optimizer step, fp32 matmul GFLOP/s measured right before it) for `steps` steps after one
+    warm-up step; a step is forward, backward and AdamW."""
     opt = module.make_optimizer()
     data = random_batch(module, batch)
 
@@ -59,10 +62,13 @@ def time_training(module: SemanticStage, batch: int, steps: int) -> float:
 
     module.train()
     step()
-    t0 = time.perf_counter()
+    out = []
     for _ in range(steps):
+        rate = matmul_gflops(torch.float32, seconds=0.3)
+        t0 = time.perf_counter()
         step()
-    return (time.perf_counter() - t0) / steps
+        out.append((time.perf_counter() - t0, rate))
+    return out
 
 
 def time_generation(module: SemanticStage, context: int, new_tokens: int, use_cache: bool) -> float:
@@ -83,17 +89,17 @@ def time_generation(module: SemanticStage, context: int, new_tokens: int, use_ca
     return new_tokens / (time.perf_counter() - t0)
 
 
-def bench(profile: str = "demo", steps: int = 5, context: int = 1024, new_tokens: int = 64) -> dict:
+def bench(profile: str = "demo", steps: int = 7, context: int = 1024, new_tokens: int = 64) -> dict:
     model_kwargs, data = stage_settings("semantic", profile)
     batch = int(data.get("batch_size", 16))
     torch.manual_seed(0)
     module = SemanticStage(**model_kwargs)
     seq = module.hparams.mulan_levels + module.hparams.window_frames
-    rate_before = matmul_gflops(torch.float32)
-    step_s = time_training(module, batch, steps)
-    rate_after = matmul_gflops(torch.float32)
-    rate = (rate_before + rate_after) / 2
+    timings = time_training(module, batch, steps)
     flops = train_flops(module, batch, seq)
+    step_s = statistics.median(t for t, _ in timings)
+    rate = statistics.median(r for _, r in timings)
+    mfu = statistics.median(flops / t / 1e9 / r for t, r in timings)
     cached = time_generation(module, context, new_tokens, use_cache=True)
     uncached = time_generation(module, context, new_tokens // 4, use_cache=False)
     return {
@@ -106,7 +112,7 @@ def bench(profile: str = "demo", steps: int = 5, context: int = 1024, new_tokens
         "train_tokens_per_s": round(batch * seq / step_s, 1),
         "train_model_gflops_per_s": round(flops / step_s / 1e9, 1),
         "matmul_fp32_gflops": round(rate, 1),
-        "train_mfu": round(flops / step_s / 1e9 / rate, 3),
+        "train_mfu": round(mfu, 3),
         "gen_context_tokens": context,
         "gen_tokens_per_s_cached": round(cached, 1),
         "gen_tokens_per_s_uncached": round(uncached, 1),

@@ -39,6 +39,7 @@ class TokenStage(L.LightningModule):
         head_sizes = [len(pattern.slot_levels(k)) * codebook_size for k in range(pattern.tokens_per_step)]
         self.model = TokenLM(self.vocab.size, head_sizes, hp.dim, hp.depth, hp.heads, hp.ff_mult, hp.dropout)
         self._val: dict[str, Tensor] = {}
+        self._layouts: dict[tuple[int, torch.device], TargetLayout] = {}
 
     # -- what subclasses define ---------------------------------------------------------------------------------
 
@@ -60,13 +61,18 @@ class TokenStage(L.LightningModule):
         return self.vocab.encode("null", torch.zeros(n, dtype=torch.long), torch.arange(n)).to(self.device)
 
     def target_layout(self, frames: int) -> TargetLayout:
-        level, _ = self.pattern.layout(frames)
-        return TargetLayout(
-            head_index=self.pattern.head_index(frames),
-            offsets=self.vocab.offsets[self.target][level],
-            valid=self.pattern.valid(frames),
-            codebook_size=self.codebook_size,
-        )
+        """The sampler's/loss's view of `frames` target frames, cached per length (it is built in Python)."""
+        key = (frames, self.device)
+        if key not in self._layouts:
+            with torch.inference_mode(False):  # reused by validation and training: no inference tensors
+                level, _ = self.pattern.layout(frames)
+                self._layouts[key] = TargetLayout(
+                    head_index=self.pattern.head_index(frames).to(self.device),
+                    offsets=self.vocab.offsets[self.target][level].to(self.device),
+                    valid=self.pattern.valid(frames).to(self.device),
+                    codebook_size=self.codebook_size,
+                )
+        return self._layouts[key]
 
     def target_ids(self, steps: Tensor, layout: TargetLayout) -> Tensor:
         ids = steps + layout.offsets.to(steps.device)
