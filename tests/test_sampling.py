@@ -93,3 +93,28 @@ def test_slide_prompts_each_window_with_its_context():
     out = slide(25, 10, 4, gen)
     assert torch.equal(out[0, 0], torch.arange(25))
     assert calls == [(0, 10, None), (6, 10, 4), (12, 10, 4), (18, 7, 4)]
+
+
+def test_slide_continues_an_initial_prompt():
+    def gen(start, frames, prompt):
+        out = torch.arange(start, start + frames).view(1, 1, -1)
+        if prompt is not None:
+            out[..., : prompt.shape[-1]] = prompt
+        return out
+
+    initial = torch.tensor([[[100, 101, 102]]])
+    out = slide(12, 6, 4, gen, initial)
+    assert out[0, 0].tolist() == [100, 101, 102, 3, 4, 5, 6, 7, 8, 9, 10, 11]
+
+
+def test_semantic_prompt_is_continued(trained_semantic):
+    prompt = torch.stack([b["semantic"] for b in toy_tokens(2, 9)])[:, :5]
+    out = trained_semantic.generate(mulan(2, 9), 2 * TS, temperature=0, prompt=prompt)
+    assert out.shape == (2, 2 * TS) and torch.equal(out[:, :5], prompt)
+
+
+def test_sliding_generation_keeps_the_toy_language_beyond_the_window(trained_semantic):
+    m = mulan(16, 11)
+    out = trained_semantic.generate(m, 3 * TS, temperature=0)
+    rule = (m[:, :1] * 2 + (m[:, 1:2] % 3 + 1) * torch.arange(3 * TS)) % KS  # toy_tokens' semantic rule
+    assert (out[:, TS:] == rule[:, TS:]).float().mean() > 0.7

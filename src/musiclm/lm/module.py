@@ -284,11 +284,10 @@ class SemanticStage(TokenStage):
         context = window // 2 if context is None else context
 
         def gen(start: int, frames: int, prev: Tensor | None) -> Tensor:
-            if start == 0 and prompt is not None:
-                prev = prompt.to(self.device).long()[:, None, : frames - 1]
             return self.sample_window(cond, null, frames, prev, **kw)
 
-        return slide(num_tokens, window, min(context, window - 1), gen)[:, 0]
+        initial = None if prompt is None else prompt.to(self.device).long()[:, None]
+        return slide(num_tokens, window, min(context, window - 1), gen, initial)[:, 0]
 
 
 class CoarseStage(TokenStage):

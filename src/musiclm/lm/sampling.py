@@ -114,19 +114,26 @@ def sample_steps(
     return codes
 
 
-def slide(total: int, window: int, context: int, generate_window: Callable[[int, int, Tensor | None], Tensor]) -> Tensor:
+def slide(
+    total: int,
+    window: int,
+    context: int,
+    generate_window: Callable[[int, int, Tensor | None], Tensor],
+    initial: Tensor | None = None,
+) -> Tensor:
     """Generate `total` frames in windows of at most `window` frames; each later window is prompted with the last
-    `context` frames already generated, so its conditioning never exceeds what the model was trained on.
+    `context` frames already there, so its conditioning never exceeds what the model was trained on.
 
     `generate_window(start, frames, prompt)` returns codes `[B, L, frames]` for frames `[start, start + frames)`
-    whose first `prompt.shape[-1]` frames equal `prompt` (None for the first window)."""
+    whose first `prompt.shape[-1]` frames equal `prompt` (None: nothing before). `initial` `[B, L, T0]` is a
+    given beginning to continue (returned as the first T0 frames)."""
     if not 0 <= context < window:
         raise ValueError(f"context ({context}) must be in [0, window={window})")
-    out = generate_window(0, min(total, window), None)
+    out = initial if initial is not None else generate_window(0, min(total, window), None)
     while out.shape[-1] < total:
-        start = out.shape[-1] - context
+        keep = min(context, out.shape[-1])
+        start = out.shape[-1] - keep
         frames = min(window, total - start)
-        prompt = out[..., start:] if context > 0 else None
-        chunk = generate_window(start, frames, prompt)
-        out = torch.cat([out, chunk[..., context:]], dim=-1)
-    return out
+        chunk = generate_window(start, frames, out[..., start:] if keep else None)
+        out = torch.cat([out, chunk[..., keep:]], dim=-1)
+    return out[..., :total]
