@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -75,7 +76,7 @@ GM = {
     45: ("Pizzicato Strings", "pizzicato strings", "strings", 67),
     46: ("Orchestral Harp", "harp", "strings", 72),
     48: ("String Ensemble 1", "string ensemble", "strings", 72),
-    49: ("String Ensemble 2", "slow strings", "strings", 72),
+    49: ("String Ensemble 2", "string section", "strings", 72),
     56: ("Trumpet", "trumpet", "brass", 72),
     57: ("Trombone", "trombone", "brass", 60),
     58: ("Tuba", "tuba", "brass", 43),
@@ -512,9 +513,9 @@ STYLE_WORDS = {"waltz": ("waltz", "waltz", "lilting waltz"), "march": ("march", 
                "folk": ("folk tune", "folk song", "acoustic folk piece"), "lullaby": ("lullaby", "gentle lullaby", "lullaby"),
                "techno": ("techno track", "techno tune", "electronic techno piece")}
 DYNAMICS_WORDS = {"soft": ("played softly", "at a soft, quiet volume", "with a delicate touch"),
-                  "moderate": ("at a moderate volume", "played with a relaxed touch", ""),
+                  "moderate": ("at a comfortable volume", "played with a relaxed touch", ""),
                   "loud": ("played loudly", "with bold, loud dynamics", "played with force"),
-                  "crescendo": ("gradually growing louder", "building in volume from start to end", "with a steady crescendo")}
+                  "crescendo": ("gradually growing louder", "building in volume from start to end", "with a gradual crescendo")}
 METER_WORDS = {"3/4": ("in 3/4 time", "in triple meter"), "4/4": ("in 4/4 time", "in common time"), "6/8": ("in 6/8 time", "in a rolling 6/8 meter")}
 
 
@@ -524,6 +525,13 @@ def _a(word: str) -> str:
 
 def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _tidy(text: str) -> str:
+    """Collapse the gaps an empty optional clause leaves (double spaces, ", ,", ",.")."""
+    text = re.sub(r"\s+", " ", text).strip()
+    text = re.sub(r"(\s*,)+", ",", text)
+    return re.sub(r"\s*,?\s*\.", ".", text)
 
 
 def write_caption(attributes: dict, rng: np.random.Generator) -> tuple[str, list[str]]:
@@ -537,7 +545,7 @@ def write_caption(attributes: dict, rng: np.random.Generator) -> tuple[str, list
     bpm = pick([f"around {at['tempo_bpm']} BPM", f"about {at['tempo_bpm']} beats per minute", f"{at['tempo_bpm']} BPM"])
     acc = at["accompaniment"]
     backing = _join(acc + (["drums"] if at["has_drums"] else []))
-    drums = (pick(["The drums keep a steady beat.", "A drum kit keeps time.", "Drums drive the rhythm."]) if at["has_drums"]
+    drums = (pick(["The drums keep the beat.", "A drum kit keeps time.", "Drums drive the rhythm."]) if at["has_drums"]
              else pick(["There are no drums.", "There is no percussion.", ""]))
     dyn = pick(DYNAMICS_WORDS[at["dynamics"]])
     meter = pick(METER_WORDS[at["meter"]])
@@ -551,8 +559,7 @@ def write_caption(attributes: dict, rng: np.random.Generator) -> tuple[str, list
         lambda: f"{_a(style).capitalize()} {meter} with {_a(lead)} on the melody and {backing} accompanying it. {at['mood'].capitalize()}, {dyn}, at {_a(tempo)} tempo.",
         lambda: f"The recording features {_a(lead)} playing {_a(tempo)} {style} in {key}. It sounds {at['mood']}. This music could be heard {setting}.",
     ]
-    caption = " ".join(pick(plans)().replace(" ,", ",").replace(", .", ".").split())
-    caption = caption.replace(", ,", ",").replace(",.", ".")
+    caption = _tidy(pick(plans)())
     tags = [family, lead, at["style"], f"{at['tempo_bucket']} tempo", f"{at['mode']} key", at["mood"], at["meter"],
             "drums" if at["has_drums"] else "no drums", at["dynamics"]]
     tags += ["swing"] if at.get("swing") else []
