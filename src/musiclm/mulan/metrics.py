@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torchmetrics.retrieval import RetrievalMAP, RetrievalRecall
 
 
@@ -27,16 +28,20 @@ def retrieval_metrics(text: torch.Tensor, audio: torch.Tensor, ks: tuple[int, ..
 
 
 def zero_shot_accuracy(
-    audio: torch.Tensor, labels: list[str], template: str, encode_text: Callable[[list[str]], torch.Tensor]
+    audio: torch.Tensor, labels: list[str], templates: str | list[str], encode_text: Callable[[list[str]], torch.Tensor]
 ) -> tuple[float, float]:
-    """Classify each clip as the class whose prompt (`template.format(class)`) is nearest in the shared space.
+    """Classify each clip as the class whose prompt embedding is nearest in the shared space.
 
+    A class's prompt embedding is the normalised mean over `templates` (each formatted with the class name,
+    underscores read as spaces): averaging several phrasings makes the result less hostage to one wording.
     Classes are the distinct labels present; returns (accuracy, chance = 1 / number of classes).
     """
+    templates = [templates] if isinstance(templates, str) else list(templates)
     classes = sorted(set(labels))
-    prompts = [template.format(c.replace("_", " ")) for c in classes]
+    prompts = [t.format(c.replace("_", " ")) for c in classes for t in templates]
     with torch.no_grad():
-        class_emb = encode_text(prompts).float()
+        emb = F.normalize(encode_text(prompts).float(), dim=-1).reshape(len(classes), len(templates), -1)
+    class_emb = F.normalize(emb.mean(1), dim=-1)
     pred = (audio.float() @ class_emb.T).argmax(-1)
     truth = torch.tensor([classes.index(label) for label in labels])
     return float((pred == truth).float().mean()), 1.0 / len(classes)

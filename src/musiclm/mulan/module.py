@@ -21,12 +21,12 @@ from musiclm.mulan.metrics import retrieval_metrics, zero_shot_accuracy
 from musiclm.mulan.quantizer import build_quantizer, fit_residual_vq, quantize
 from musiclm.mulan.towers import MINILM, PretrainedTextTower, ResNetTower, ScratchTextTower, SpectrogramTransformer
 
-# Zero-shot prompts per synthetic-corpus attribute; `{}` is the class name (underscores read as spaces).
-DEFAULT_PROMPTS = {
-    "instrument_family": "a piece played on {}",
-    "tempo_bucket": "a piece at a {} tempo",
-    "mode": "a piece in a {} key",
-    "style": "a {} piece",
+# Zero-shot prompt templates per synthetic-corpus attribute; `{}` is the class name (underscores read as spaces).
+DEFAULT_PROMPTS: dict[str, list[str]] = {
+    "instrument_family": ["a piece played on {}", "{} music", "a song featuring {}"],
+    "tempo_bucket": ["a piece at a {} tempo", "{} music", "a {} song"],
+    "mode": ["a piece in a {} key", "music in {}", "a song in a {} key"],
+    "style": ["a {} piece", "{} music", "a {} song"],
 }
 
 
@@ -82,7 +82,7 @@ class MuLanModule(L.LightningModule):
         codebook_size: int = 1024,
         kmeans_iters: int = 20,
         # validation
-        zero_shot_prompts: dict[str, str] | None = None,
+        zero_shot_prompts: dict[str, list[str]] | None = None,
         projector_points: int = 500,
         matrix_size: int = 32,
     ):
@@ -261,11 +261,11 @@ class MuLanModule(L.LightningModule):
             return
         metrics = retrieval_metrics(text, audio)
         prompts = self.hparams.zero_shot_prompts or DEFAULT_PROMPTS
-        for attr, template in prompts.items():
+        for attr, templates in prompts.items():
             values = [(m.get("attributes") or {}).get(attr) for m in val["meta"]]
             if any(v is None for v in values) or len(set(map(str, values))) < 2:
                 continue
-            acc, chance = zero_shot_accuracy(audio, [str(v) for v in values], template, lambda p: self.encode_text(p).cpu())
+            acc, chance = zero_shot_accuracy(audio, [str(v) for v in values], templates, lambda p: self.encode_text(p).cpu())
             metrics[f"zero_shot/{attr}_acc"], metrics[f"zero_shot/{attr}_chance"] = acc, chance
         # every process holds the same gathered values, so no further reduction is needed
         self.log_dict({f"val/{k}": v for k, v in metrics.items()}, sync_dist=True)
