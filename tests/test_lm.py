@@ -90,7 +90,7 @@ def test_semantic_fit_loss_falls_and_checkpoint_loads_without_config(tmp_path):
     module = SemanticStage(mulan_levels=QM, mulan_codebook_size=CM, semantic_codebook_size=KS, window_frames=TS, **SMALL)
     before, after, trainer = fit(module, 60)
     assert after < 0.6 * before, (before, after)
-    assert {"val/ppl", "val/acc", "val/acc/level_0", "val/loss/level_0"} <= set(trainer.callback_metrics)
+    assert {"val/ppl", "val/acc", "val/acc/level_0", "val/loss/level_0", "val/ppl/level_0"} <= set(trainer.callback_metrics)
     path = export_model(trainer, module, tmp_path / "model.ckpt")
     loaded = SemanticStage.load_from_checkpoint(path).eval()
     mulan = torch.stack([b["mulan"] for b in toy_tokens(3, 2)])

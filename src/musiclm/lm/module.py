@@ -134,6 +134,7 @@ class TokenStage(L.LightningModule):
             stats = self.trainer.strategy.reduce(self._val[name], reduce_op="sum")
             total = total + stats
             self.log(f"val/loss/{name}", stats[0] / stats[2])
+            self.log(f"val/ppl/{name}", (stats[0] / stats[2]).exp())
             self.log(f"val/acc/{name}", stats[1] / stats[2])
         loss = total[0] / total[2]
         self.log("val/loss", loss, prog_bar=True)
