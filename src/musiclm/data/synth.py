@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import struct
 import subprocess
@@ -344,8 +345,8 @@ def _melody(rng, bars: int, beats: int, beat_ticks: int, style: Style, progressi
 def _comp(pattern: str, beats: int, beat_ticks: int, chord_pitches: list[int], bar: int) -> list[tuple[int, int, int, float]]:
     """Accompaniment hits in one bar: (onset, duration, pitch, accent)."""
     bt, n = beat_ticks, len(chord_pitches)
-    if pattern == "block":
-        return [(0, beats * bt, p, 0.8) for p in chord_pitches] if bar % 2 == 0 else []
+    if pattern == "block":  # ambient: a chord held for two bars (its chords change every other bar)
+        return [(0, 2 * beats * bt, p, 0.8) for p in chord_pitches] if bar % 2 == 0 else []
     if pattern == "oompah":  # waltz: chord on beats 2 and 3 (the bass takes beat 1)
         return [(b * bt, bt * 3 // 4, p, 0.8) for b in range(1, beats) for p in chord_pitches]
     if pattern == "offbeats":  # march: chords on 2 and 4
@@ -370,7 +371,9 @@ def _comp(pattern: str, beats: int, beat_ticks: int, chord_pitches: list[int], b
     raise ValueError(f"unknown comp pattern {pattern}")
 
 
-def _bass(line: str, beats: int, beat_ticks: int, root: int, next_root: int, scale_pitches: list[int]) -> list[tuple[int, int, int, float]]:
+def _bass(
+    line: str, beats: int, beat_ticks: int, root: int, next_root: int, scale_pitches: list[int]
+) -> list[tuple[int, int, int, float]]:
     """Bass notes in one bar: (onset, duration, pitch, accent); `root` is the chord root's MIDI pitch."""
     bt = beat_ticks
     if line == "whole":
@@ -429,7 +432,7 @@ def compose(rng: np.random.Generator, seconds: float) -> tuple[bytes, dict]:
 
     bar_ticks = beats * beat_ticks
     bars = int(np.ceil(seconds * bpm / 60 / beats)) + 1
-    total = bars * bar_ticks
+    total = min(bars * bar_ticks, int((seconds + 0.25) * quarter_bpm / 60 * TPQ))  # render little past the cut
     v_start, v_end = DYNAMICS[dynamics]
     audible = seconds * bpm / 60 * beat_ticks  # ticks that end up in the clip: the crescendo spans them
 
@@ -448,9 +451,11 @@ def compose(rng: np.random.Generator, seconds: float) -> tuple[bytes, dict]:
         nxt = progression["B" if ((bar + 1) // 4) % 4 == 2 else "A"][((bar + 1) // style.chord_bars) % 4]
         pitches = sorted({_pitch(root, scale, d, 60) for d in _chord(deg, style.sevenths)})
         t0 = bar * bar_ticks
-        harmony += [(t0 + t, t0 + t + d, p, vel(t0 + t, a, "harmony")) for t, d, p, a in _comp(style.comp, beats, beat_ticks, pitches, bar)]
+        comp = _comp(style.comp, beats, beat_ticks, pitches, bar)
+        harmony += [(t0 + t, t0 + t + d, p, vel(t0 + t, a, "harmony")) for t, d, p, a in comp]
         low, low_next = _pitch(root, scale, deg, 40), _pitch(root, scale, nxt, 40)
-        bass += [(t0 + t, t0 + t + d, p, vel(t0 + t, a, "bass")) for t, d, p, a in _bass(style.bass_line, beats, beat_ticks, low, low_next, scale_bass)]
+        line = _bass(style.bass_line, beats, beat_ticks, low, low_next, scale_bass)
+        bass += [(t0 + t, t0 + t + d, p, vel(t0 + t, a, "bass")) for t, d, p, a in line]
         if pad_prog is not None:
             pad += [(t0, t0 + bar_ticks, p, vel(t0, 0.6, "pad")) for p in pitches[:3]]
         if has_drums:
@@ -472,7 +477,7 @@ def compose(rng: np.random.Generator, seconds: float) -> tuple[bytes, dict]:
         tracks.append({"name": "pad", "channel": 3, "program": pad_prog, "volume": VOLUME["pad"], "notes": pad})
     if has_drums:
         tracks.append({"name": "drums", "channel": 9, "program": None, "volume": VOLUME["drums"], "notes": drums})
-    for t in tracks:  # nothing may sound past the planned end
+    for t in tracks:  # nothing may sound past the end (the swing warp can move notes a little later)
         t["notes"] = [(s, min(e, total), p, v) for s, e, p, v in t["notes"] if s < total and e > s]
     midi = write_midi(tracks, quarter_bpm, meter, root, mode)
 
@@ -508,15 +513,18 @@ TEMPO_WORDS = {"slow": ("slow", "unhurried", "leisurely", "slow-paced"), "medium
                "fast": ("fast", "brisk", "up-tempo", "lively")}
 STYLE_WORDS = {"waltz": ("waltz", "waltz", "lilting waltz"), "march": ("march", "military-style march", "marching tune"),
                "rock": ("rock song", "rock track", "rock instrumental"), "ballad": ("ballad", "gentle ballad", "ballad"),
-               "bossa nova": ("bossa nova", "bossa nova tune", "laid-back bossa nova"), "ambient": ("ambient piece", "ambient soundscape", "ambient track"),
-               "chiptune": ("chiptune", "8-bit chiptune", "chiptune track"), "jazz swing": ("jazz swing tune", "swing jazz piece", "jazz swing number"),
+               "bossa nova": ("bossa nova", "bossa nova tune", "laid-back bossa nova"),
+               "ambient": ("ambient piece", "ambient soundscape", "ambient track"),
+               "chiptune": ("chiptune", "8-bit chiptune", "chiptune track"),
+               "jazz swing": ("jazz swing tune", "swing jazz piece", "jazz swing number"),
                "folk": ("folk tune", "folk song", "acoustic folk piece"), "lullaby": ("lullaby", "gentle lullaby", "lullaby"),
                "techno": ("techno track", "techno tune", "electronic techno piece")}
 DYNAMICS_WORDS = {"soft": ("played softly", "at a soft, quiet volume", "with a delicate touch"),
                   "moderate": ("at a comfortable volume", "played with a relaxed touch", ""),
                   "loud": ("played loudly", "with bold, loud dynamics", "played with force"),
                   "crescendo": ("gradually growing louder", "building in volume from start to end", "with a gradual crescendo")}
-METER_WORDS = {"3/4": ("in 3/4 time", "in triple meter"), "4/4": ("in 4/4 time", "in common time"), "6/8": ("in 6/8 time", "in a rolling 6/8 meter")}
+METER_WORDS = {"3/4": ("in 3/4 time", "in triple meter"), "4/4": ("in 4/4 time", "in common time"),
+               "6/8": ("in 6/8 time", "in a rolling 6/8 meter")}
 
 
 def _a(word: str) -> str:
@@ -550,14 +558,19 @@ def write_caption(attributes: dict, rng: np.random.Generator) -> tuple[str, list
     dyn = pick(DYNAMICS_WORDS[at["dynamics"]])
     meter = pick(METER_WORDS[at["meter"]])
     setting = STYLES[at["style"]].setting
-    lead_phrase = pick([f"played on {_a(lead)}", f"led by {_a(lead)}", f"featuring {_a(lead)} melody", f"with {_a(lead)} carrying the melody"])
+    lead_phrase = pick([f"played on {_a(lead)}", f"led by {_a(lead)}", f"featuring {_a(lead)} melody",
+                        f"with {_a(lead)} carrying the melody"])
     plans = [
         lambda: f"{_a(tempo).capitalize()}, {at['mood']} {style} in {key} {lead_phrase}, with {backing} in the background, {bpm}.",
         lambda: f"This is {_a(at['mood'])} {style} {lead_phrase}. The {tempo} tempo sits at {bpm}, {meter}. {drums}",
-        lambda: f"{_a(lead).capitalize()} plays {_a(at['mood'])} melody over {backing}. The piece is {_a(style)} in {key}, {dyn}, at {_a(tempo)} tempo.",
-        lambda: f"Instrumental {style} {lead_phrase} ({family}). The mood is {at['mood']} and the tempo is {tempo}, {bpm}. {drums} This could be playing {setting}.",
-        lambda: f"{_a(style).capitalize()} {meter} with {_a(lead)} on the melody and {backing} accompanying it. {at['mood'].capitalize()}, {dyn}, at {_a(tempo)} tempo.",
-        lambda: f"The recording features {_a(lead)} playing {_a(tempo)} {style} in {key}. It sounds {at['mood']}. This music could be heard {setting}.",
+        lambda: f"{_a(lead).capitalize()} plays {_a(at['mood'])} melody over {backing}. "
+        f"The piece is {_a(style)} in {key}, {dyn}, at {_a(tempo)} tempo.",
+        lambda: f"Instrumental {style} {lead_phrase} ({family}). The mood is {at['mood']} and the tempo is {tempo}, {bpm}. "
+        f"{drums} This could be playing {setting}.",
+        lambda: f"{_a(style).capitalize()} {meter} with {_a(lead)} on the melody and {backing} accompanying it. "
+        f"{at['mood'].capitalize()}, {dyn}, at {_a(tempo)} tempo.",
+        lambda: f"The recording features {_a(lead)} playing {_a(tempo)} {style} in {key}. It sounds {at['mood']}. "
+        f"This music could be heard {setting}.",
     ]
     caption = _tidy(pick(plans)())
     tags = [family, lead, at["style"], f"{at['tempo_bucket']} tempo", f"{at['mode']} key", at["mood"], at["meter"],
@@ -594,7 +607,8 @@ def render_midi(midi: bytes, sample_rate: int, soundfont: str | None = None, gai
     with tempfile.TemporaryDirectory(prefix="musiclm-synth-") as tmp:
         mid, wav = Path(tmp) / "in.mid", Path(tmp) / "out.wav"
         mid.write_bytes(midi)
-        cmd = [_fluidsynth(), "-ni", "-q", "-g", str(gain), "-r", str(sample_rate), "-T", "wav", "-O", "float", "-F", str(wav), soundfont, str(mid)]
+        cmd = [_fluidsynth(), "-ni", "-q", "-g", str(gain), "-r", str(sample_rate), "-T", "wav", "-O", "float", "-F", str(wav),
+               soundfont, str(mid)]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0 or not wav.is_file():
             raise RuntimeError(f"fluidsynth failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
@@ -655,13 +669,17 @@ def build(out_dir: str | os.PathLike, num_clips: int, seconds: float = 10.0, see
 
 
 def bench(num_clips: int = 8, seconds: float = 10.0) -> dict:
-    """Single-process synthesis speed (compose + render + decode + normalise) in x real time and clips/s."""
+    """Single-process synthesis speed (compose + render + decode + normalise): x real time and clips/s by the wall
+    clock, and x real time per CPU second (this process + fluidsynth), which a busy shared machine does not skew."""
     make_clip(10_000, 1, 1.0)  # warm the page cache with the soundfont
-    t0 = time.perf_counter()
+    cpu = lambda: sum(getattr(resource.getrusage(w), f) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)  # noqa: E731
+                      for f in ("ru_utime", "ru_stime"))
+    t0, c0 = time.perf_counter(), cpu()
     for i in range(num_clips):
         make_clip(i, 1, seconds)
-    dt = time.perf_counter() - t0
-    return {"render_x_realtime": num_clips * seconds / dt, "clips_per_s": num_clips / dt}
+    dt, dc = time.perf_counter() - t0, cpu() - c0
+    audio = num_clips * seconds
+    return {"render_x_realtime": audio / dt, "clips_per_s": num_clips / dt, "render_x_realtime_per_cpu": audio / dc}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -680,7 +698,9 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         t0 = time.perf_counter()
-        manifests = build(a.out_dir, a.num_clips, a.seconds, a.seed, a.workers, a.sample_rate, a.val_fraction, a.test_fraction, a.clips_per_shard)
+        manifests = build(
+            a.out_dir, a.num_clips, a.seconds, a.seed, a.workers, a.sample_rate, a.val_fraction, a.test_fraction, a.clips_per_shard
+        )
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
