@@ -75,7 +75,7 @@ def test_midi_parses_and_matches_attributes():
         root = synth.KEYS.index(at["key"])
         scale = {(root + s) % 12 for s in synth.SCALES[at["mode"]]}
         melody = [ev[1] for _, ev in tracks[1] if ev[0] & 0xF0 == 0x90 and ev[2] > 0]
-        assert len(melody) >= 4 and {p % 12 for p in melody} <= scale
+        assert len(melody) >= 2 and {p % 12 for p in melody} <= scale
         ons = sum(1 for t in tracks[1:] for _, ev in t if ev[0] & 0xF0 == 0x90)
         offs = sum(1 for t in tracks[1:] for _, ev in t if ev[0] & 0xF0 == 0x80)
         assert ons == offs
