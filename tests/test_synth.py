@@ -176,3 +176,14 @@ def test_main_writes_shards_in_every_split(tmp_path, capsys):
                 assert meta["attributes"]["instrument_family"] and len(load_audio(s["flac"], 16_000)) == 24_000
     manifest = json.loads((out / "train" / "manifest.json").read_text())
     assert manifest["source"] == "synth" and manifest["seed"] == 5
+
+
+def test_tempo_is_audible_on_drum_styles():
+    """The stated tempo is what a beat tracker hears (the adherence metric relies on it)."""
+    from musiclm.metrics.tempo import estimate_tempo
+
+    picked = [i for i in range(40) if synth.compose(np.random.default_rng([2, i, 0]), 6.0)[1]["style"] in ("rock", "techno", "march")]
+    for i in picked[:3]:
+        clip = synth.make_clip(i, seed=2, seconds=6.0)
+        bpm = clip.meta["attributes"]["tempo_bpm"]
+        assert estimate_tempo(clip.audio, clip.meta["sample_rate"]) == pytest.approx(bpm, rel=0.04)
