@@ -509,10 +509,10 @@ def tempo_bucket(bpm: float) -> str:
 
 
 # ---------------------------------------------------------------- captions
-TEMPO_WORDS = {"slow": ("slow", "unhurried", "leisurely", "slow-paced"), "medium": ("moderate", "medium", "steady"),
-               "fast": ("fast", "brisk", "up-tempo", "lively")}
+TEMPO_WORDS = {"slow": ("slow", "unhurried", "leisurely"), "medium": ("moderate", "medium", "steady"),
+               "fast": ("fast", "brisk", "lively", "quick")}
 STYLE_WORDS = {"waltz": ("waltz", "waltz", "lilting waltz"), "march": ("march", "military-style march", "marching tune"),
-               "rock": ("rock song", "rock track", "rock instrumental"), "ballad": ("ballad", "gentle ballad", "ballad"),
+               "rock": ("rock song", "rock track", "rock piece"), "ballad": ("ballad", "gentle ballad", "ballad"),
                "bossa nova": ("bossa nova", "bossa nova tune", "laid-back bossa nova"),
                "ambient": ("ambient piece", "ambient soundscape", "ambient track"),
                "chiptune": ("chiptune", "8-bit chiptune", "chiptune track"),
@@ -528,7 +528,12 @@ METER_WORDS = {"3/4": ("in 3/4 time", "in triple meter"), "4/4": ("in 4/4 time",
 
 
 def _a(word: str) -> str:
-    return ("an " if word[0].lower() in "aeiou" and not word.startswith("uni") else "a ") + word
+    vowel_sound = (word[0].lower() in "aeiou8" and not word.startswith("uni")) or word.startswith("FM")
+    return ("an " if vowel_sound else "a ") + word
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _join(items: list[str]) -> str:
@@ -551,7 +556,7 @@ def write_caption(attributes: dict, rng: np.random.Generator) -> tuple[str, list
     style = pick(STYLE_WORDS[at["style"]])
     key = pick([f"{at['key']} {at['mode']}", f"a {at['mode']} key", f"the key of {at['key']} {at['mode']}"])
     bpm = pick([f"around {at['tempo_bpm']} BPM", f"about {at['tempo_bpm']} beats per minute", f"{at['tempo_bpm']} BPM"])
-    acc = at["accompaniment"]
+    acc = [name for name in dict.fromkeys(at["accompaniment"]) if name != lead] or [f"{lead} chords", "bass"]
     backing = _join(acc + (["drums"] if at["has_drums"] else []))
     drums = (pick(["The drums keep the beat.", "A drum kit keeps time.", "Drums drive the rhythm."]) if at["has_drums"]
              else pick(["There are no drums.", "There is no percussion.", ""]))
@@ -561,14 +566,14 @@ def write_caption(attributes: dict, rng: np.random.Generator) -> tuple[str, list
     lead_phrase = pick([f"played on {_a(lead)}", f"led by {_a(lead)}", f"featuring {_a(lead)} melody",
                         f"with {_a(lead)} carrying the melody"])
     plans = [
-        lambda: f"{_a(tempo).capitalize()}, {at['mood']} {style} in {key} {lead_phrase}, with {backing} in the background, {bpm}.",
+        lambda: f"{_cap(_a(tempo))}, {at['mood']} {style} in {key} {lead_phrase}, with {backing} in the background, {bpm}.",
         lambda: f"This is {_a(at['mood'])} {style} {lead_phrase}. The {tempo} tempo sits at {bpm}, {meter}. {drums}",
-        lambda: f"{_a(lead).capitalize()} plays {_a(at['mood'])} melody over {backing}. "
+        lambda: f"{_cap(_a(lead))} plays {_a(at['mood'])} melody over {backing}. "
         f"The piece is {_a(style)} in {key}, {dyn}, at {_a(tempo)} tempo.",
         lambda: f"Instrumental {style} {lead_phrase} ({family}). The mood is {at['mood']} and the tempo is {tempo}, {bpm}. "
         f"{drums} This could be playing {setting}.",
-        lambda: f"{_a(style).capitalize()} {meter} with {_a(lead)} on the melody and {backing} accompanying it. "
-        f"{at['mood'].capitalize()}, {dyn}, at {_a(tempo)} tempo.",
+        lambda: f"{_cap(_a(style))} {meter} with {_a(lead)} on the melody and {backing} accompanying it. "
+        f"{_cap(at['mood'])}, {dyn}, at {_a(tempo)} tempo.",
         lambda: f"The recording features {_a(lead)} playing {_a(tempo)} {style} in {key}. It sounds {at['mood']}. "
         f"This music could be heard {setting}.",
     ]
