@@ -125,6 +125,21 @@ def test_tempo_of_click_and_drum_tracks(bpm):
     assert estimate_tempo(torch.from_numpy(rhythm(bpm, drums=True, seed=1)), SR) == pytest.approx(bpm, rel=0.05)
 
 
+def test_tempo_of_rendered_synth_pieces():
+    """Two FluidSynth renders of the synthetic corpus in styles with a steady pulse (see the tempo module for the
+    corpus-wide accuracy, where sparse ambient pieces and bossa nova rhythms cause octave-type misses)."""
+    synth = pytest.importorskip("musiclm.data.synth")
+    try:
+        synth.find_soundfont()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    pieces = (synth.compose(np.random.default_rng(k), 8.0) for k in range(200))
+    steady = [(midi, at) for midi, at in pieces if at["style"] in ("march", "techno", "waltz", "rock")][:2]
+    for midi, at in steady:
+        audio = synth.render_midi(midi, 24_000)[: 8 * 24_000]
+        assert estimate_tempo(audio, 24_000) == pytest.approx(at["tempo_bpm"], rel=0.05), at["style"]
+
+
 def test_tempo_of_silence_is_nan():
     assert math.isnan(estimate_tempo(np.zeros(SR * 4, np.float32), SR))
 
