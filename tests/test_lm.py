@@ -130,3 +130,31 @@ def test_configs_match_module_arguments(stage, cls):
     demo, _ = stage_settings(stage, "demo")
     assert set(paper) <= args and set(demo) <= args
     assert cls(**demo).hparams.window_frames == demo["window_frames"]
+
+
+def test_padded_frames_carry_no_loss():
+    """With the tail masked as padding, the loss equals the loss of the batch cut before the padding."""
+    torch.manual_seed(0)
+    module = SemanticStage(mulan_levels=QM, mulan_codebook_size=CM, semantic_codebook_size=KS, window_frames=TS, **SMALL)
+    module.eval()
+    batch = torch.utils.data.default_collate(toy_tokens(4, 5))
+    real = TS - 3
+    mask = torch.arange(TS) < real
+    padded = {**batch, "semantic_mask": mask.expand(4, -1), "semantic": torch.where(mask, batch["semantic"], 7)}
+    cut = {**batch, "semantic": batch["semantic"][:, :real]}
+
+    def mean_loss(b):
+        ce, _, m, _ = module.forward_loss(b)
+        return ce[m.expand_as(ce)].mean()
+
+    assert torch.allclose(mean_loss(padded), mean_loss(cut), atol=1e-5)
+
+
+def test_padding_mask_follows_the_delay_pattern():
+    module = FineStage(codec_codebook_size=C, codec_levels=Q, coarse_levels=2, pattern="delay", window_frames=2 * TS, **SMALL)
+    batch = torch.utils.data.default_collate(toy_tokens(2, 5))
+    real = 2 * TS - 3
+    batch["acoustic_mask"] = (torch.arange(2 * TS) < real).expand(2, -1)
+    _, _, mask, _ = module.forward_loss(batch)
+    _, time = module.pattern.layout(2 * TS)
+    assert torch.equal(mask, ((time >= 0) & (time < real)).expand(2, -1, -1))

@@ -6,6 +6,7 @@
 - `FineStage`      p(fine codec levels | coarse), over shorter windows
 
 Each sequence is a conditioning prefix followed by the target steps of a `Pattern`; only targets carry a loss.
+Padded frames (a batch's optional `semantic_mask` / `acoustic_mask`, `[B, T]`, True = real) carry none either.
 MuLan tokens are replaced by a learned null condition with probability `cond_dropout` so that classifier-free
 guidance has an unconditional branch to extrapolate from.
 """
@@ -23,6 +24,16 @@ from torch import Tensor
 from musiclm.lm.model import TokenLM
 from musiclm.lm.patterns import EMPTY, FlattenPattern, Pattern, Vocab, as_steps, make_pattern
 from musiclm.lm.sampling import TargetLayout, sample_steps, slide
+
+
+def window(batch: dict[str, Any], spans: dict[str, tuple[int, int]]) -> dict[str, Any]:
+    """Slice streams (and their `<name>_mask`, when present) to `(start, length)` along time."""
+    out = dict(batch)
+    for name, (start, length) in spans.items():
+        for key in (name, f"{name}_mask"):
+            if key in batch:
+                out[key] = batch[key][..., start : start + length]
+    return out
 
 
 class TokenStage(L.LightningModule):
@@ -54,6 +65,10 @@ class TokenStage(L.LightningModule):
     def crop(self, batch: dict[str, Any]) -> dict[str, Any]:
         """The stage's training window out of a longer aligned crop (random in training, the start otherwise)."""
         return batch
+
+    def target_mask(self, batch: dict[str, Any]) -> Tensor | None:
+        """`[B, T]` True where a target frame is real rather than padding; None when nothing is padded."""
+        return None
 
     # -- layout helpers ---------------------------------------------------------------------------------------
 
@@ -91,7 +106,8 @@ class TokenStage(L.LightningModule):
         return torch.where(drop, null, prefix)
 
     def forward_loss(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(per-slot CE `[B, S, K]`, correct `[B, S, K]`, valid `[S, K]`, level `[S, K]`)."""
+        """(per-slot CE `[B, S, K]`, correct `[B, S, K]`, mask of slots with a loss `[S, K]` or `[B, S, K]`,
+        level `[S, K]`)."""
         batch = self.crop(batch)
         prefix, droppable = self.prefix(batch)
         prefix = self.drop_condition(prefix, droppable)
@@ -105,8 +121,12 @@ class TokenStage(L.LightningModule):
         logits = self.model.slot_logits(logits[:, prefix.shape[1] - 1 :], layout.head_index, self.codebook_size)
         ce = F.cross_entropy(logits.flatten(0, -2).float(), steps.flatten(), reduction="none").view_as(steps)
         correct = logits.argmax(-1) == steps
-        level, _ = self.pattern.layout(frames)
-        return ce, correct, layout.valid.to(ce.device), level.to(ce.device)
+        level, time = self.pattern.layout(frames)
+        mask = layout.valid
+        frame_mask = self.target_mask(batch)
+        if frame_mask is not None:
+            mask = mask & frame_mask.bool()[:, time.clamp(min=0).to(ce.device)]
+        return ce, correct, mask, level.to(ce.device)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         ce, correct, valid, _ = self.forward_loss(batch)
@@ -252,13 +272,15 @@ class SemanticStage(TokenStage):
     def target_codes(self, batch: dict[str, Any]) -> Tensor:
         return batch["semantic"].long()[:, None]
 
+    def target_mask(self, batch: dict[str, Any]) -> Tensor | None:
+        return batch.get("semantic_mask")
+
     def crop(self, batch: dict[str, Any]) -> dict[str, Any]:
-        sem = batch["semantic"]
-        w = self.hparams.window_frames
-        if sem.shape[-1] <= w:
+        frames, w = batch["semantic"].shape[-1], self.hparams.window_frames
+        if frames <= w:
             return batch
-        start = int(torch.randint(0, sem.shape[-1] - w + 1, ())) if self.training else 0
-        return {**batch, "semantic": sem[..., start : start + w]}
+        start = int(torch.randint(0, frames - w + 1, ())) if self.training else 0
+        return window(batch, {"semantic": (start, w)})
 
     @torch.no_grad()
     def generate(
@@ -352,8 +374,10 @@ class CoarseStage(TokenStage):
         start = 0
         if self.training and frames > w:
             start = int(torch.randint(0, (frames - w) // self.ratio + 1, ())) * self.ratio
-        s0 = start // self.ratio
-        return {**batch, "acoustic": ac[..., start : start + w], "semantic": sem[..., s0 : s0 + w // self.ratio]}
+        return window(batch, {"acoustic": (start, w), "semantic": (start // self.ratio, w // self.ratio)})
+
+    def target_mask(self, batch: dict[str, Any]) -> Tensor | None:
+        return batch.get("acoustic_mask")
 
     @torch.no_grad()
     def generate(
@@ -434,13 +458,15 @@ class FineStage(TokenStage):
     def target_codes(self, batch: dict[str, Any]) -> Tensor:
         return batch["acoustic"].long()[:, self.hparams.coarse_levels :]
 
+    def target_mask(self, batch: dict[str, Any]) -> Tensor | None:
+        return batch.get("acoustic_mask")
+
     def crop(self, batch: dict[str, Any]) -> dict[str, Any]:
-        ac = batch["acoustic"]
-        w = self.hparams.window_frames
-        if ac.shape[-1] <= w:
+        frames, w = batch["acoustic"].shape[-1], self.hparams.window_frames
+        if frames <= w:
             return batch
-        start = int(torch.randint(0, ac.shape[-1] - w + 1, ())) if self.training else 0
-        return {**batch, "acoustic": ac[..., start : start + w]}
+        start = int(torch.randint(0, frames - w + 1, ())) if self.training else 0
+        return window(batch, {"acoustic": (start, w)})
 
     @torch.no_grad()
     def generate(
