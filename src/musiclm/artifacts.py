@@ -50,6 +50,22 @@ def load_model(run: str | os.PathLike, stage: str, map_location: str | torch.dev
     return module.eval()
 
 
+def handoff(module, datamodule_hparams: dict | None = None, state_dict: dict | None = None, **extra) -> dict:
+    """The `model.ckpt` payload: weights + hyperparameters, loadable by `load_from_checkpoint` with no config and by
+    `torch.load(weights_only=True)`."""
+    import lightning as L
+
+    ckpt = {
+        "state_dict": state_dict if state_dict is not None else {k: v.detach().cpu() for k, v in module.state_dict().items()},
+        "hyper_parameters": dict(module.hparams),
+        "pytorch-lightning_version": L.__version__,
+        **extra,
+    }
+    if datamodule_hparams is not None:
+        ckpt["datamodule_hyper_parameters"] = dict(datamodule_hparams)
+    return ckpt
+
+
 def file_id(path: str | os.PathLike) -> str:
     """Content hash (first 16 hex of sha256) identifying a checkpoint, recorded in token shards for staleness."""
     h = hashlib.sha256()

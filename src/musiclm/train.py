@@ -18,7 +18,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from torch.distributed.tensor import DTensor
 from lightning.pytorch.cli import LightningCLI
 
-from musiclm.artifacts import atomic_torch_save, model_path, stage_dir
+from musiclm.artifacts import atomic_torch_save, handoff, model_path, stage_dir
 from musiclm.stages import STAGES
 
 CONFIG_ROOT = Path(__file__).resolve().parents[2] / "configs"
@@ -91,16 +91,8 @@ def export_model(trainer: L.Trainer, module: L.LightningModule, path: Path) -> P
     (and by `torch.load(weights_only=True)`) with no config, whatever strategy trained it."""
     state = full_state_dict(module)
     if trainer.is_global_zero:
-        ckpt = {
-            "state_dict": state,
-            "hyper_parameters": dict(module.hparams),
-            "pytorch-lightning_version": L.__version__,
-            "global_step": trainer.global_step,
-            "epoch": trainer.current_epoch,
-        }
-        if trainer.datamodule is not None:
-            ckpt["datamodule_hyper_parameters"] = dict(trainer.datamodule.hparams)
-        atomic_torch_save(ckpt, path)
+        dm = trainer.datamodule.hparams if trainer.datamodule is not None else None
+        atomic_torch_save(handoff(module, dm, state, global_step=trainer.global_step, epoch=trainer.current_epoch), path)
     trainer.strategy.barrier()
     return path
 

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from musiclm.audio import AudioError, crop, load_audio
 from musiclm.data.streams import collate, per_worker, shard_stream
 from musiclm.data.shards import list_shards, read_manifest
+from musiclm.data.tokens import check_token_freshness, decode_token_sample
 
 CaptionMode = Literal["caption", "tags", "random"]
 
@@ -145,5 +146,101 @@ class AudioTextDataModule(L.LightningDataModule):
         return self.loader("test")
 
 
+class TokenDecoder:
+    """Decode a token sample and crop a window aligned across streams: the crop starts on a semantic frame, so
+    acoustic frame = semantic frame * (acoustic_rate / semantic_rate). Clips shorter than the crop are dropped."""
+
+    def __init__(self, crop_seconds: float | None, semantic_rate: float, acoustic_rate: float, train: bool, seed: int):
+        self.crop_seconds, self.semantic_rate, self.acoustic_rate, self.train = crop_seconds, semantic_rate, acoustic_rate, train
+        self.ratio = acoustic_rate / semantic_rate
+        if self.ratio != int(self.ratio):
+            raise ValueError("acoustic_rate must be a whole multiple of semantic_rate")
+        self.ratio = int(self.ratio)
+        self.seed = seed
+        self._rng: random.Random | None = None
+
+    def __call__(self, sample: dict) -> dict[str, Any] | None:
+        x = decode_token_sample(sample)
+        sem, ac = x["semantic"], x["acoustic"]
+        if self.crop_seconds is None:
+            n_sem = min(len(sem), ac.shape[-1] // self.ratio)
+        else:
+            n_sem = round(self.crop_seconds * self.semantic_rate)
+            if len(sem) < n_sem or ac.shape[-1] < n_sem * self.ratio:
+                return None
+        if self._rng is None:
+            info = torch.utils.data.get_worker_info()
+            self._rng = random.Random(hash((self.seed, info.id if info else 0, os.getpid() if self.train else 0)))
+        last = min(len(sem), ac.shape[-1] // self.ratio) - n_sem
+        start = self._rng.randint(0, last) if self.train and last > 0 else max(0, last // 2)
+        return {
+            "mulan": x["mulan"],
+            "semantic": sem[start : start + n_sem],
+            "acoustic": ac[:, start * self.ratio : (start + n_sem) * self.ratio],
+            "text": x["json"]["caption"],
+            "key": sample["__key__"],
+            "meta": x["json"],
+        }
+
+
 class TokenDataModule(L.LightningDataModule):
-    """Token shards (`data/tokens/<RUN>/<split>/`) for the LM stages. Filled in by the tokenize issue (#5)."""
+    """Token shards (`data/tokens/<RUN>/<split>/`) -> batches {mulan [B,Qm], semantic [B,Ts], acoustic [B,Q,Ta],
+    text, key, meta, skipped}, windows aligned across the 25-Hz semantic and 50-Hz acoustic streams.
+
+    `crop_seconds=None` keeps whole clips (they must be of equal length). With `run` set, tokens made by other
+    checkpoints than the run's current ones are refused (`make tokenize` rebuilds them). Batch size is per device.
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data/tokens/demo",
+        run: str | None = None,
+        crop_seconds: float | None = None,
+        semantic_rate: float = 25.0,
+        acoustic_rate: float = 50.0,
+        batch_size: int = 16,
+        num_workers: int = 2,
+        shuffle_buffer: int = 512,
+        train_epoch_clips: int | None = None,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.data_dir = Path(data_dir)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.hparams.run is not None:
+            check_token_freshness(self.data_dir, self.hparams.run)
+
+    def shards(self, split: str) -> list[str]:
+        urls = list_shards(self.data_dir / split)
+        if not urls:
+            raise FileNotFoundError(f"no token shards in {self.data_dir / split}: build them with `make tokenize`")
+        return urls
+
+    def dataset(self, split: str, rank: int = 0, world_size: int = 1):
+        hp, train = self.hparams, split == "train"
+        decode = TokenDecoder(hp.crop_seconds, hp.semantic_rate, hp.acoustic_rate, train, hp.seed + rank)
+        epoch = None
+        if train:
+            total = hp.train_epoch_clips or read_manifest(self.data_dir / split)["num_samples"]
+            epoch = per_worker(total, world_size, hp.num_workers)
+        return shard_stream(
+            self.shards(split), decode, (KeyError, ValueError), train=train, rank=rank, world_size=world_size,
+            shuffle_buffer=hp.shuffle_buffer, seed=hp.seed, samples_per_worker=epoch,
+        )  # fmt: skip
+
+    def loader(self, split: str) -> DataLoader:
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        hp = self.hparams
+        return DataLoader(self.dataset(split, rank, world), batch_size=hp.batch_size, num_workers=hp.num_workers, collate_fn=collate)
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader("test")

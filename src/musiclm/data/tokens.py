@@ -1,0 +1,73 @@
+"""Token-shard schema (DESIGN.md): `mulan.npy` int16 [Q_mulan], `semantic.npy` int16 [T_sem],
+`acoustic.npy` int16 [Q_codec, T_ac], and a json with caption/tags/attributes and the ids of the checkpoints used."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from musiclm.artifacts import file_id, model_path
+
+TOKEN_STAGES = ("mulan", "semantic_tokens", "codec")
+ARRAYS = ("mulan", "semantic", "acoustic")
+
+
+class StaleTokensError(RuntimeError):
+    """Token shards made with other checkpoints than the run's current ones."""
+
+
+def encode_npy(x: np.ndarray | torch.Tensor) -> bytes:
+    x = x.cpu().numpy() if isinstance(x, torch.Tensor) else x
+    if x.min(initial=0) < -1 or x.max(initial=0) > np.iinfo(np.int16).max:
+        raise ValueError("token ids must fit int16")
+    buf = io.BytesIO()
+    np.save(buf, x.astype(np.int16), allow_pickle=False)
+    return buf.getvalue()
+
+
+def decode_npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def token_sample(key: str, mulan, semantic, acoustic, meta: dict) -> dict:
+    return {
+        "__key__": key,
+        "mulan.npy": encode_npy(mulan),
+        "semantic.npy": encode_npy(semantic),
+        "acoustic.npy": encode_npy(acoustic),
+        "json": meta,
+    }
+
+
+def decode_token_sample(sample: dict) -> dict:
+    """Raw tar sample -> {mulan [Qm], semantic [Ts], acoustic [Qc, Ta] as int64 tensors, json}; ValueError if malformed."""
+    missing = [f"{a}.npy" for a in ARRAYS if f"{a}.npy" not in sample]
+    if missing or "json" not in sample:
+        raise ValueError(f"{sample.get('__key__')}: token sample lacks {missing or ['json']}")
+    out = {a: torch.from_numpy(decode_npy(sample[f"{a}.npy"]).astype(np.int64)) for a in ARRAYS}
+    if out["acoustic"].ndim != 2 or out["semantic"].ndim != 1 or out["mulan"].ndim != 1:
+        raise ValueError(f"{sample['__key__']}: token arrays have the wrong rank")
+    out["json"] = json.loads(sample["json"])
+    return out
+
+
+def current_ids(run: str | Path) -> dict[str, str]:
+    """Content ids of the run's checkpoints that tokens depend on (missing ones are absent)."""
+    return {s: file_id(model_path(run, s)) for s in TOKEN_STAGES if model_path(run, s).is_file()}
+
+
+def check_token_freshness(token_dir: str | Path, run: str | Path) -> None:
+    """Refuse tokens that were made with checkpoints other than the run's current ones."""
+    now = current_ids(run)
+    for manifest in sorted(Path(token_dir).glob("*/manifest.json")):
+        made = json.loads(manifest.read_text()).get("checkpoint_ids", {})
+        changed = [s for s in TOKEN_STAGES if s in now and made.get(s) != now[s]]
+        if changed:
+            raise StaleTokensError(
+                f"{manifest.parent} was tokenized with other {', '.join(changed)} checkpoint(s) than {Path(str(run))}'s "
+                f"current ones: rebuild with `make tokenize RUN={Path(str(run)).name}`"
+            )

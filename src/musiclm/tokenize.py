@@ -1,0 +1,151 @@
+"""`musiclm tokenize`: audio shards -> token shards with the run's MuLan, semantic tokenizer and codec.
+
+Audio shard i of a split becomes token shard i. Every model runs once per batch in eval mode (quantizer dropout in
+train mode would write -1 codes) under inference_mode. The checkpoints' content ids are part of each shard's plan,
+so a re-run keeps complete shards made with the same checkpoints and rebuilds everything after one changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from musiclm.artifacts import handoff, load_model
+from musiclm.audio import AudioError, load_audio, resample
+from musiclm.data.shards import SPLITS, iter_tar_samples, list_shards, write_split_shards
+from musiclm.data.tokens import TOKEN_STAGES, current_ids, token_sample
+
+
+@dataclass(frozen=True)
+class TokenJob:
+    """One audio shard to tokenize, with the checkpoint ids it will be tokenized with."""
+
+    shard: str
+    ids: str
+
+    def __str__(self) -> str:  # the shard plan hashes str(item): new checkpoints -> new plan -> rebuild
+        return f"{self.shard}@{self.ids}"
+
+
+@functools.lru_cache(maxsize=2)
+def models(run: str) -> dict:
+    """The three upstream modules, loaded once per process."""
+    return {s: load_model(run, s) for s in TOKEN_STAGES}
+
+
+@torch.inference_mode()
+def tokenize_waves(m: dict, waves: list[np.ndarray], sample_rate: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Equal-length clips at `sample_rate` -> (mulan [Qm], semantic [Ts], acoustic [Q, Ta]) per clip."""
+    mulan, sem, codec = m["mulan"], m["semantic_tokens"], m["codec"]
+
+    def at(rate: int) -> torch.Tensor:
+        return torch.stack([torch.from_numpy(resample(w, sample_rate, rate)) for w in waves])
+
+    mt = mulan.tokens_from_audio(at(mulan.sample_rate))
+    st = sem.tokenize(at(sem.hparams.sample_rate))
+    ac = codec.encode(at(codec.sample_rate))
+    frames = round(len(waves[0]) / sample_rate * codec.frame_rate)
+    ac = ac[..., :frames]
+    return [(mt[i], st[i], ac[i]) for i in range(len(waves))]
+
+
+def tokenize_shard(job: TokenJob, run: str, batch_size: int) -> list[dict]:
+    m = models(run)
+    ids = json.loads(job.ids)
+    samples = list(iter_tar_samples(job.shard))
+    out: list[dict] = []
+    groups: dict[int, list[tuple[dict, np.ndarray, dict]]] = {}
+    for s in samples:  # clips of equal length batch together (ingest's last clip of a file may be shorter)
+        try:
+            meta = json.loads(s["json"])
+            wave = load_audio(s["flac"], meta["sample_rate"])
+        except (AudioError, KeyError, ValueError):
+            continue  # counted by the audio shards' own checks; a token shard simply lacks it
+        groups.setdefault(len(wave), []).append((s, wave, meta))
+    for group in groups.values():
+        for i in range(0, len(group), batch_size):
+            chunk = group[i : i + batch_size]
+            sr = chunk[0][2]["sample_rate"]
+            for (s, _, meta), (mt, st, ac) in zip(chunk, tokenize_waves(m, [w for _, w, _ in chunk], sr)):
+                meta = {
+                    **meta,
+                    "checkpoint_ids": ids,
+                    "semantic_rate": m["semantic_tokens"].token_rate,
+                    "acoustic_rate": m["codec"].frame_rate,
+                }
+                out.append(token_sample(s["__key__"], mt, st, ac, meta))
+    out.sort(key=lambda d: d["__key__"])
+    return out
+
+
+def tokenize(run: str, dataset_dir: Path, out_dir: Path, splits=SPLITS, workers: int = 1, batch_size: int = 16) -> dict:
+    ids = current_ids(run)
+    missing = [s for s in TOKEN_STAGES if s not in ids]
+    if missing:
+        load_model(run, missing[0])  # raises MissingArtifactError naming the make target
+    ids_text = json.dumps(ids, sort_keys=True)
+    manifests = {}
+    for split in splits:
+        jobs = [TokenJob(s, ids_text) for s in list_shards(dataset_dir / split)]
+        if not jobs:
+            raise FileNotFoundError(f"no audio shards in {dataset_dir / split}: build them with `make data`")
+        make = functools.partial(tokenize_shard, run=str(run), batch_size=batch_size)
+        manifests[split] = write_split_shards(
+            out_dir, split, jobs, make, items_per_shard=1, workers=workers,
+            extra_manifest={"checkpoint_ids": ids, "audio_dir": str(dataset_dir / split), "run": str(run)},
+        )  # fmt: skip
+    return manifests
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="musiclm tokenize", description=__doc__)
+    p.add_argument("--run", default="demo")
+    p.add_argument("--dataset", default="synth", help="audio shards under data/shards/<DATASET>")
+    p.add_argument("--out", type=Path, default=None, help="default: data/tokens/<RUN>")
+    p.add_argument("--splits", nargs="+", default=list(SPLITS))
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=16)
+    a = p.parse_args(argv)
+    out = a.out or Path("data/tokens") / Path(a.run).name
+    t0 = time.perf_counter()
+    manifests = tokenize(a.run, Path("data/shards") / a.dataset, out, a.splits, a.workers, a.batch_size)
+    seconds = sum(m["seconds"] for m in manifests.values())
+    dt = time.perf_counter() - t0
+    for split, m in manifests.items():
+        print(f"{split}: {m['num_samples']} clips -> {out / split}")
+    print(f"{seconds:.0f} s of audio in {dt:.1f} s ({seconds / dt:.1f} audio-s/s, includes skipped complete shards)")
+
+
+def bench(clips: int = 16, seconds: float = 8.0) -> dict:
+    """Audio-seconds tokenised per second with freshly initialised demo-profile models (the cost does not depend
+    on training)."""
+    from musiclm.train import build_cli
+
+    with tempfile.TemporaryDirectory() as tmp:
+        m = {}
+        for stage in ("mulan", "codec"):
+            cli = build_cli(stage, tmp, "demo", "cpu", ["--trainer.logger=false"])
+            m[stage] = cli.model.eval()
+        m["mulan"].quantizer_fitted.fill_(True)
+        source = Path(tmp) / "mulan.ckpt"
+        torch.save(handoff(m["mulan"]), source)
+        cli = build_cli("semantic_tokens", tmp, "demo", "cpu", ["--trainer.logger=false", f"--model.source={source}"])
+        sem = cli.model.eval()
+        sem.initialized.fill_(True)
+        sem.centroids.data.normal_()
+        m["semantic_tokens"] = sem
+        waves = [np.random.default_rng(i).standard_normal(int(seconds * 24_000)).astype(np.float32) * 0.1 for i in range(clips)]
+        tokenize_waves(m, waves[:2], 24_000)  # warm-up
+        t0 = time.perf_counter()
+        for i in range(0, clips, 8):
+            tokenize_waves(m, waves[i : i + 8], 24_000)
+        dt = time.perf_counter() - t0
+    return {"audio_seconds_per_s": round(clips * seconds / dt, 2), "clips": clips, "clip_seconds": seconds}
