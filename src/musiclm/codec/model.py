@@ -1,0 +1,191 @@
+"""SoundStream generator: causal conv encoder -> residual VQ -> causal conv decoder.
+
+Every convolution is causal at frame granularity, so a chunk encoded (or decoded) with enough left context gives
+exactly the full-signal result: that is how streaming works here (`history_samples` / `history_frames` say how much
+context is enough).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
+from vector_quantize_pytorch import ResidualVQ
+from vector_quantize_pytorch.vector_quantize_pytorch import batched_sample_vectors, noop, sample_vectors_distributed
+
+
+class CausalConv1d(nn.Module):
+    """Weight-normed Conv1d padded on the left only: output frame t sees inputs up to the end of its own stride."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1):
+        super().__init__()
+        self.conv = weight_norm(nn.Conv1d(cin, cout, kernel, stride=stride, dilation=dilation))
+        self.pad = (kernel - 1) * dilation + 1 - stride
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(x, (self.pad, 0)))
+
+
+class CausalConvTranspose1d(nn.Module):
+    """Weight-normed transposed conv (kernel 2*stride) trimmed on the right so T frames give exactly T*stride."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv = weight_norm(nn.ConvTranspose1d(cin, cout, 2 * stride, stride=stride))
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)[..., : x.shape[-1] * self.stride]
+
+
+class ResidualUnit(nn.Module):
+    def __init__(self, channels: int, dilation: int, kernel: int = 7):
+        super().__init__()
+        self.conv = CausalConv1d(channels, channels, kernel, dilation=dilation)
+        self.proj = CausalConv1d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.proj(F.elu(self.conv(F.elu(x))))
+
+
+DILATIONS = (1, 3, 9)
+
+
+class Encoder(nn.Module):
+    """wave [B, 1, T] -> latents [B, D, T / prod(strides)]; channels double at each downsampling."""
+
+    def __init__(self, channels: int, strides: list[int], latent_dim: int, kernel: int = 7):
+        super().__init__()
+        layers: list[nn.Module] = [CausalConv1d(1, channels, kernel)]
+        c = channels
+        for s in strides:
+            layers += [ResidualUnit(c, d, kernel) for d in DILATIONS]
+            layers += [nn.ELU(), CausalConv1d(c, 2 * c, 2 * s, stride=s)]
+            c *= 2
+        layers += [nn.ELU(), CausalConv1d(c, latent_dim, 3)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def history_samples(self) -> int:
+        """Input samples of left context that determine an output frame (the receptive field's past)."""
+        total, rate = 0, 1
+        for m in self.modules():
+            if isinstance(m, CausalConv1d):
+                total += m.pad * rate
+                rate *= m.stride
+        return total
+
+
+class Decoder(nn.Module):
+    """latents [B, D, T] -> wave [B, 1, T * prod(strides)], mirror of the encoder."""
+
+    def __init__(self, channels: int, strides: list[int], latent_dim: int, kernel: int = 7):
+        super().__init__()
+        c = channels * 2 ** len(strides)
+        layers: list[nn.Module] = [CausalConv1d(latent_dim, c, kernel)]
+        for s in reversed(strides):
+            layers += [nn.ELU(), CausalConvTranspose1d(c, c // 2, s)]
+            c //= 2
+            layers += [ResidualUnit(c, d, kernel) for d in DILATIONS]
+        layers += [nn.ELU(), CausalConv1d(c, 1, kernel)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+    def history_frames(self) -> int:
+        """Code frames of left context that determine the samples of the current frame."""
+        total, rate = 0.0, 1  # rate = samples per frame at the current layer
+        for m in self.modules():
+            if isinstance(m, CausalConv1d):
+                total += m.pad / rate
+            elif isinstance(m, CausalConvTranspose1d):
+                total += 1 / rate  # kernel 2*stride: each output also sees the previous input frame
+                rate *= m.stride
+        return math.ceil(total)
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def set_codebook_sync(rvq: ResidualVQ, enabled: bool) -> None:
+    """Switch k-means init, dead-code sampling and EMA statistics of every level to all-reduce across processes.
+
+    vector-quantize-pytorch decides this once in its constructor from the process group of that moment; a module
+    built before the group exists (the usual case with Lightning) would otherwise train unsynced codebooks."""
+    for layer in rvq.layers:
+        cb = layer._codebook
+        cb.use_ddp = enabled
+        cb.sample_fn = cb.replace_sample_fn = sample_vectors_distributed if enabled else batched_sample_vectors
+        cb.kmeans_all_reduce_fn = cb.all_reduce_fn = dist.all_reduce if enabled else noop
+
+
+def codebook_synced(rvq: ResidualVQ) -> bool:
+    return all(layer._codebook.use_ddp and layer._codebook.all_reduce_fn is dist.all_reduce for layer in rvq.layers)
+
+
+class SoundStream(nn.Module):
+    """Encoder, residual VQ with quantizer dropout (one model, every bitrate), decoder."""
+
+    def __init__(
+        self,
+        channels: int = 32,
+        strides: list[int] = (3, 4, 5, 8),
+        latent_dim: int = 512,
+        kernel: int = 7,
+        num_quantizers: int = 12,
+        codebook_size: int = 1024,
+        quantizer_dropout: bool = True,
+        kmeans_iters: int = 10,
+        ema_decay: float = 0.99,
+        dead_code_threshold: float = 2.0,
+        commitment_weight: float = 1.0,
+    ):
+        super().__init__()
+        self.strides = list(strides)
+        self.hop_length = math.prod(self.strides)
+        self.encoder = Encoder(channels, self.strides, latent_dim, kernel)
+        self.decoder = Decoder(channels, self.strides, latent_dim, kernel)
+        self.quantizer = ResidualVQ(
+            dim=latent_dim,
+            num_quantizers=num_quantizers,
+            codebook_size=codebook_size,
+            quantize_dropout=quantizer_dropout,
+            kmeans_init=True,
+            kmeans_iters=kmeans_iters,
+            decay=ema_decay,
+            threshold_ema_dead_code=dead_code_threshold,
+            commitment_weight=commitment_weight,
+            sync_codebook=False,  # switched on by set_codebook_sync when training starts distributed
+            sync_kmeans=True,
+        )
+
+    def pad(self, wave: torch.Tensor) -> torch.Tensor:
+        """[B, 1, T] right-padded with zeros to a whole number of frames."""
+        return F.pad(wave, (0, -wave.shape[-1] % self.hop_length))
+
+    def forward(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """wave [B, 1, T] -> (reconstruction [B, 1, T'], codes [B, Q, frames] (-1 = dropped level), commit loss)."""
+        z = self.encoder(self.pad(wave)).transpose(1, 2)
+        q, codes, commit = self.quantizer(z)
+        return self.decoder(q.transpose(1, 2)), codes.transpose(1, 2), commit.sum()
+
+    def encode(self, wave: torch.Tensor) -> torch.Tensor:
+        """[B, 1, T] -> codes [B, Q, ceil(T / hop)] (call in eval mode: train mode drops levels)."""
+        z = self.encoder(self.pad(wave)).transpose(1, 2)
+        _, codes, _ = self.quantizer(z)
+        return codes.transpose(1, 2)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [B, Q', frames], Q' <= Q -> wave [B, 1, frames * hop]; missing levels (or -1) contribute nothing."""
+        codes = F.pad(codes, (0, 0, 0, self.quantizer.num_quantizers - codes.shape[1]), value=-1)
+        q = self.quantizer.get_output_from_indices(codes.transpose(1, 2))
+        return self.decoder(q.transpose(1, 2))

@@ -1,0 +1,271 @@
+"""CodecModule: SoundStream training (manual GAN optimisation) and the encode/decode API of the acoustic tokens."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import lightning as L
+import torch
+from torch import nn
+
+from musiclm.audio import log_mel
+from musiclm.codec.discriminators import Discriminators
+from musiclm.codec.losses import MultiResolutionMelLoss, discriminator_hinge, feature_matching, generator_hinge
+from musiclm.codec.model import SoundStream, is_distributed, set_codebook_sync
+from musiclm.data.datamodules import log_skipped
+from musiclm.log import log_audio, log_spectrograms
+from musiclm.metrics.codec import mel_distance, si_sdr_db
+
+
+def codebook_stats(codes: torch.Tensor, codebook_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """codes [B, Q, T] (-1 = dropped) -> (perplexity [Q], fraction of the codebook used [Q]) per level; levels
+    dropped in this batch read 0."""
+    perplexity, usage = [], []
+    for level in codes.transpose(0, 1).reshape(codes.shape[1], -1):
+        level = level[level >= 0]
+        counts = torch.bincount(level, minlength=codebook_size).float()
+        if counts.sum() == 0:
+            perplexity.append(counts.new_zeros(())), usage.append(counts.new_zeros(()))
+            continue
+        p = counts / counts.sum()
+        perplexity.append(torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum()))
+        usage.append((counts > 0).float().mean())
+    return torch.stack(perplexity), torch.stack(usage)
+
+
+class CodecModule(L.LightningModule):
+    """Residual-VQ neural audio codec. Downstream stages use `encode`, `decode` (optionally chunked) and the
+    properties `sample_rate`, `frame_rate`, `hop_length`, `num_quantizers`, `codebook_size`."""
+
+    cli_links = [("data.sample_rate", "model.sample_rate")]
+
+    def __init__(
+        self,
+        sample_rate: int = 24_000,
+        # generator
+        channels: int = 32,
+        strides: list[int] = [3, 4, 5, 8],  # noqa: B006 - a plain list keeps hparams YAML-friendly
+        latent_dim: int = 512,
+        kernel: int = 7,
+        num_quantizers: int = 12,
+        codebook_size: int = 1024,
+        quantizer_dropout: bool = True,
+        kmeans_iters: int = 10,
+        ema_decay: float = 0.99,
+        dead_code_threshold: float = 2.0,
+        # discriminators
+        stft_ffts: list[int] = [2048, 1024, 512],  # noqa: B006
+        stft_channels: int = 32,
+        periods: list[int] = [2, 3, 5, 7, 11],  # noqa: B006
+        period_channels: int = 32,
+        # losses
+        mel_windows: list[int] = [32, 64, 128, 256, 512, 1024, 2048],  # noqa: B006
+        mel_bands: list[int] = [5, 10, 20, 40, 80, 160, 320],  # noqa: B006
+        mel_weight: float = 15.0,
+        commitment_weight: float = 0.25,
+        adversarial_weight: float = 1.0,
+        feature_weight: float = 2.0,
+        gan_start_step: int = 0,
+        # optimisation
+        lr: float = 1e-4,
+        lr_d: float = 1e-4,
+        betas: list[float] = [0.8, 0.99],  # noqa: B006
+        lr_gamma: float = 0.999996,
+        clip_g: float = 1000.0,
+        clip_d: float = 10.0,
+        # validation
+        val_quantizers: list[int] = [1, 2, 4, 8, 12],  # noqa: B006
+        val_examples: int = 2,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.generator = SoundStream(
+            channels, strides, latent_dim, kernel, num_quantizers, codebook_size, quantizer_dropout, kmeans_iters, ema_decay,
+            dead_code_threshold, commitment_weight=1.0,
+        )  # fmt: skip
+        self.discriminators = Discriminators(stft_ffts, stft_channels, periods, period_channels)
+        self.mel_loss = MultiResolutionMelLoss(sample_rate, mel_windows, mel_bands)
+        self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("skipped_nonfinite", torch.zeros((), dtype=torch.long))
+
+    # ---------------------------------------------------------------- public API used by downstream stages
+    @property
+    def sample_rate(self) -> int:
+        return int(self.hparams.sample_rate)
+
+    @property
+    def hop_length(self) -> int:
+        return self.generator.hop_length
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    @property
+    def num_quantizers(self) -> int:
+        return int(self.hparams.num_quantizers)
+
+    @property
+    def codebook_size(self) -> int:
+        return int(self.hparams.codebook_size)
+
+    def kbps(self, num_quantizers: int | None = None) -> float:
+        return self.frame_rate * (num_quantizers or self.num_quantizers) * math.log2(self.codebook_size) / 1000
+
+    @torch.no_grad()
+    def encode(self, wave: torch.Tensor, num_quantizers: int | None = None, chunk_frames: int | None = None) -> torch.Tensor:
+        """wave [B, T] or [B, 1, T] at `sample_rate` -> LongTensor codes [B, Q, ceil(T / hop_length)] using the first
+        `num_quantizers` levels (all by default). Always runs the quantizer in eval mode (no dropped levels, no
+        codebook updates). With `chunk_frames`, encodes chunk by chunk with enough left context to match the
+        full-signal codes while holding only one chunk's activations."""
+        wave = wave.reshape(wave.shape[0], 1, wave.shape[-1]).to(self.device)
+        with _eval(self.generator):
+            if chunk_frames is None:
+                codes = self.generator.encode(wave)
+            else:
+                codes = torch.cat(list(self.iter_encode(wave, chunk_frames)), dim=-1)
+        return codes[:, : num_quantizers or self.num_quantizers].long()
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor, chunk_frames: int | None = None) -> torch.Tensor:
+        """codes [B, Q', frames] with Q' <= num_quantizers (fewer levels = lower bitrate) -> wave [B, frames * hop]."""
+        if codes.shape[1] > self.num_quantizers:
+            raise ValueError(f"codes have {codes.shape[1]} levels, the codec has {self.num_quantizers}")
+        codes = codes.to(self.device)
+        with _eval(self.generator):
+            if chunk_frames is None:
+                return self.generator.decode(codes)[:, 0]
+            return torch.cat(list(self.iter_decode(codes, chunk_frames)), dim=-1)
+
+    def iter_encode(self, wave: torch.Tensor, chunk_frames: int) -> Iterator[torch.Tensor]:
+        """Streaming encoder: wave [B, 1, T] -> successive code chunks [B, Q, <= chunk_frames] (eval mode)."""
+        hop = self.hop_length
+        wave = self.generator.pad(wave)
+        frames, context = wave.shape[-1] // hop, math.ceil(self.generator.encoder.history_samples() / hop)
+        for f0 in range(0, frames, chunk_frames):
+            f1, c0 = min(f0 + chunk_frames, frames), max(0, f0 - context)
+            yield self.generator.encode(wave[..., c0 * hop : f1 * hop])[..., f0 - c0 :]
+
+    def iter_decode(self, codes: torch.Tensor, chunk_frames: int) -> Iterator[torch.Tensor]:
+        """Streaming decoder: codes [B, Q', frames] -> successive wave chunks [B, <= chunk_frames * hop] (eval mode)."""
+        hop, context = self.hop_length, self.generator.decoder.history_frames()
+        for f0 in range(0, codes.shape[-1], chunk_frames):
+            f1, c0 = min(f0 + chunk_frames, codes.shape[-1]), max(0, f0 - context)
+            yield self.generator.decode(codes[..., c0:f1])[:, 0, (f0 - c0) * hop :]
+
+    def reconstruct(self, wave: torch.Tensor, num_quantizers: int | None = None) -> torch.Tensor:
+        """wave [B, T] -> decode(encode(wave)) cut to T samples."""
+        return self.decode(self.encode(wave, num_quantizers))[..., : wave.shape[-1]]
+
+    # ---------------------------------------------------------------- training
+    def setup(self, stage: str) -> None:
+        # The process group exists by now (not when __init__ ran): decide codebook syncing here.
+        set_codebook_sync(self.generator.quantizer, is_distributed())
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt_g = torch.optim.AdamW(self.generator.parameters(), lr=hp.lr, betas=tuple(hp.betas))
+        opt_d = torch.optim.AdamW(self.discriminators.parameters(), lr=hp.lr_d, betas=tuple(hp.betas))
+        sch = [torch.optim.lr_scheduler.ExponentialLR(o, hp.lr_gamma) for o in (opt_g, opt_d)]
+        return [opt_g, opt_d], sch
+
+    def _crop(self, audio: torch.Tensor) -> torch.Tensor:
+        t = audio.shape[-1] - audio.shape[-1] % self.hop_length
+        return audio[..., :t]
+
+    def _update(self, opt, sched, loss: torch.Tensor, params, clip: float) -> torch.Tensor | None:
+        """One optimiser step, or none when the loss or the gradient norm is not finite (counted)."""
+        if not torch.isfinite(loss):
+            self.skipped_nonfinite += 1
+            return None
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        norm = torch.nn.utils.clip_grad_norm_(list(params), clip)
+        if not torch.isfinite(norm):
+            opt.zero_grad(set_to_none=True)
+            self.skipped_nonfinite += 1
+            return None
+        opt.step()
+        sched.step()
+        return norm
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        log_skipped(self, batch)
+        hp = self.hparams
+        opt_g, opt_d = self.optimizers()
+        sch_g, sch_d = self.lr_schedulers()
+        x = self._crop(batch["audio"])
+        y, codes, commit = self.generator(x[:, None])
+        y = y[:, 0]
+        logs: dict[str, torch.Tensor] = {}
+        gan = int(self.generator_steps) >= hp.gan_start_step
+        if gan:
+            # Discriminator step on the generator output computed once, detached (no second generator pass).
+            real = self.discriminators(x)
+            fake = self.discriminators(y.detach())
+            loss_d = discriminator_hinge([r for r, _ in real], [f for f, _ in fake])
+            norm_d = self._update(opt_d, sch_d, loss_d, self.discriminators.parameters(), hp.clip_d)
+            logs["train/loss_d"] = loss_d.detach()
+            if norm_d is not None:
+                logs["train/grad_norm_d"] = norm_d
+        with self.toggled_optimizer(opt_g):  # no gradients into D's weights from the generator step
+            mel = self.mel_loss(x, y)
+            loss_g = hp.mel_weight * mel + hp.commitment_weight * commit
+            if gan:
+                fake = self.discriminators(y)
+                adv = generator_hinge([f for f, _ in fake])
+                feat = feature_matching([rf for _, rf in real], [ff for _, ff in fake])
+                loss_g = loss_g + hp.adversarial_weight * adv + hp.feature_weight * feat
+                logs.update({"train/adversarial": adv.detach(), "train/feature_matching": feat.detach()})
+            norm_g = self._update(opt_g, sch_g, loss_g, self.generator.parameters(), hp.clip_g)
+        self.generator_steps += 1
+        logs.update({"train/loss_g": loss_g.detach(), "train/mel": mel.detach(), "train/commitment": commit.detach()})
+        if norm_g is not None:
+            logs["train/grad_norm_g"] = norm_g
+        logs["train/skipped_nonfinite"] = self.skipped_nonfinite.float()
+        perplexity, usage = codebook_stats(codes, self.codebook_size)
+        for q in range(self.num_quantizers):
+            logs[f"codebook/perplexity_q{q + 1}"] = perplexity[q]
+            logs[f"codebook/usage_q{q + 1}"] = usage[q]
+        self.log_dict(logs, prog_bar=False)
+        self.log("train/mel_loss", mel.detach(), prog_bar=True)
+
+    # ---------------------------------------------------------------- validation
+    def val_levels(self) -> list[int]:
+        levels = sorted({q for q in self.hparams.val_quantizers if q <= self.num_quantizers} | {self.num_quantizers})
+        return levels
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        x = self._crop(batch["audio"])
+        codes = self.encode(x)
+        for q in self.val_levels():
+            y = self.decode(codes[:, :q])
+            suffix = "" if q == self.num_quantizers else f"@q{q}"
+            self.log(f"val/mel_distance{suffix}", mel_distance(x, y, self.sample_rate), sync_dist=True, batch_size=len(x))
+            self.log(f"val/si_sdr_db{suffix}", si_sdr_db(x, y), sync_dist=True, batch_size=len(x))
+        if batch_idx == 0 and self.trainer.is_global_zero and self.logger is not None:
+            self._log_examples(x[: self.hparams.val_examples], y[: self.hparams.val_examples])
+
+    def _log_examples(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        step, sr = int(self.generator_steps), self.sample_rate
+        for i, (a, b) in enumerate(zip(x, y)):
+            log_audio(self.logger, f"val_audio/{i}_original", a, sr, step)
+            log_audio(self.logger, f"val_audio/{i}_reconstructed", b, sr, step)
+            mels = [log_mel(w.float().cpu(), sr, n_fft=1024, hop_length=sr // 100, n_mels=80) for w in (a, b)]
+            titles = ["original", f"reconstructed ({self.kbps():.1f} kbps)"]
+            log_spectrograms(self.logger, f"val_spectrogram/{i}", mels, step, titles, frame_rate=100.0)
+
+
+class _eval:
+    """Context manager: module in eval mode inside, previous mode restored after."""
+
+    def __init__(self, module: nn.Module):
+        self.module, self.was_training = module, module.training
+
+    def __enter__(self) -> nn.Module:
+        return self.module.eval()
+
+    def __exit__(self, *exc) -> None:
+        self.module.train(self.was_training)

@@ -1,0 +1,205 @@
+"""Codec: shapes and frame rate, every bitrate, streaming = full signal, a tiny fit, G/D steps, checkpoints, DDP sync."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.utils.data import DataLoader
+
+from musiclm.codec.model import codebook_synced
+from musiclm.codec.module import CodecModule
+
+SR = 16_000
+TINY = dict(
+    sample_rate=SR, channels=4, strides=[2, 4, 5], latent_dim=16, num_quantizers=3, codebook_size=16,
+    stft_ffts=[128], stft_channels=4, periods=[2], period_channels=4, mel_windows=[64, 256], mel_bands=[10, 40],
+    val_quantizers=[1, 2], lr=3e-3, lr_d=3e-3, lr_gamma=1.0,
+)  # fmt: skip
+
+
+def tiny(**kw) -> CodecModule:
+    torch.manual_seed(0)
+    return CodecModule(**{**TINY, **kw})
+
+
+def tones(n: int, samples: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(samples) / SR
+    f = 200 + 400 * torch.rand(n, 1, generator=g)
+    return 0.4 * torch.sin(2 * math.pi * f * t) * (0.5 + 0.5 * torch.sin(2 * math.pi * 3 * t))
+
+
+def test_shapes_strides_and_frame_rate():
+    m = tiny().eval()
+    assert m.hop_length == 40 and m.frame_rate == SR / 40
+    wave = tones(2, 1000)  # 25 frames
+    codes = m.encode(wave)
+    assert codes.shape == (2, 3, 25) and codes.dtype == torch.long
+    assert m.encode(wave[:, None]).equal(codes)
+    assert m.encode(wave[:, :990]).shape[-1] == 25  # padded up to whole frames
+    assert m.decode(codes).shape == (2, 1000)
+    assert codes.min() >= 0 and codes.max() < m.codebook_size
+    assert abs(m.kbps() - 400 * 3 * 4 / 1000) < 1e-9
+
+
+def test_paper_profile_is_50hz_12x1024():
+    m = CodecModule(channels=1, latent_dim=8, stft_ffts=[64], periods=[2])
+    assert (m.sample_rate, m.hop_length, m.frame_rate) == (24_000, 480, 50.0)
+    assert (m.num_quantizers, m.codebook_size, m.kbps()) == (12, 1024, 6.0)
+
+
+def test_quantizer_dropout_in_training_only():
+    m = tiny(num_quantizers=4).train()
+    wave = tones(4, 800)
+    with torch.no_grad():
+        m.generator(wave[:, None])  # k-means init
+        levels = set()
+        for _ in range(30):
+            _, codes, _ = m.generator(wave[:, None])
+            levels.add(int((codes[:, :, 0] >= 0).all(0).sum()))
+    assert len(levels) > 1 and min(levels) >= 1  # some steps drop trailing levels, never the first
+    assert m.encode(wave).min() >= 0  # encode() always runs eval mode: no dropped (-1) levels
+    assert m.training  # and restores the mode
+
+
+def test_decode_encode_at_every_bitrate():
+    m = tiny().eval()
+    wave = tones(2, 1200)
+    codes = m.encode(wave)
+    for q in range(1, m.num_quantizers + 1):
+        assert m.encode(wave, num_quantizers=q).equal(codes[:, :q])  # a prefix of the full code
+        y = m.decode(codes[:, :q])
+        assert y.shape == wave.shape and torch.isfinite(y).all()
+    with pytest.raises(ValueError):
+        m.decode(torch.zeros(1, 4, 5, dtype=torch.long))
+
+
+def test_streaming_equals_full_signal():
+    m = tiny().eval()
+    with torch.no_grad():
+        m.train().generator(tones(4, 4000)[:, None])  # k-means init so codes are informative
+    m.eval()
+    wave = tones(2, 4000, seed=1)  # 100 frames, receptive field spans many chunks
+    codes = m.encode(wave)
+    assert m.encode(wave, chunk_frames=7).equal(codes)
+    full = m.decode(codes)
+    torch.testing.assert_close(m.decode(codes, chunk_frames=9), full, atol=1e-5, rtol=1e-4)
+    assert m.generator.decoder.history_frames() > 9  # chunks really needed the left context
+
+
+class _Waves(torch.utils.data.Dataset):
+    def __init__(self, n: int, samples: int):
+        self.x = tones(n, samples, seed=3)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"audio": self.x[i], "skipped": torch.tensor(0)}
+
+
+def _loader(n: int = 8, samples: int = 1600, batch: int = 4) -> DataLoader:
+    def collate(items):
+        return {"audio": torch.stack([i["audio"] for i in items]), "skipped": torch.tensor(0)}
+
+    return DataLoader(_Waves(n, samples), batch_size=batch, collate_fn=collate)
+
+
+def _trainer(tmp_path: Path, steps: int, **kw) -> L.Trainer:
+    """`steps` counts optimiser steps (generator + discriminator under manual optimisation); one epoch at most."""
+    return L.Trainer(
+        accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0, **{"max_epochs": 1, **kw},
+    )  # fmt: skip
+
+
+def test_tiny_fit_reconstruction_improves(tmp_path):
+    m = tiny(gan_start_step=10_000, quantizer_dropout=False)
+    val = _loader(4, 1600)
+    before = _trainer(tmp_path, 1).validate(m, val, verbose=False)[0]["val/mel_distance"]
+    _trainer(tmp_path, 40, max_epochs=20).fit(m, _loader(), val)
+    after = _trainer(tmp_path, 1).validate(m, val, verbose=False)[0]["val/mel_distance"]
+    assert after < 0.8 * before
+    assert int(m.generator_steps) == 40 and int(m.skipped_nonfinite) == 0
+
+
+def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: p.detach().clone() for k, p in module.named_parameters()}
+
+
+def _changed(before: dict, module: torch.nn.Module) -> bool:
+    return any(not before[k].equal(p) for k, p in module.named_parameters())
+
+
+@pytest.mark.parametrize("frozen", ["generator", "discriminator"])
+def test_each_step_updates_its_own_weights_only(tmp_path, frozen):
+    # lr 0 for one side: its weights must not move, so the other side's step cannot have touched them.
+    m = tiny(gan_start_step=0, **({"lr": 0.0} if frozen == "generator" else {"lr_d": 0.0}))
+    g, d = _snapshot(m.generator), _snapshot(m.discriminators)
+    _trainer(tmp_path, 2, limit_val_batches=0).fit(m, _loader(4))
+    assert _changed(g, m.generator) == (frozen != "generator")
+    assert _changed(d, m.discriminators) == (frozen != "discriminator")
+
+
+class _NaNLoss(torch.nn.Module):
+    def forward(self, ref: torch.Tensor, est: torch.Tensor) -> torch.Tensor:
+        return (est - ref).abs().mean() * float("nan")
+
+
+def test_nonfinite_loss_skips_the_step(tmp_path):
+    m = tiny(gan_start_step=10_000)
+    m.mel_loss = _NaNLoss()
+    before = _snapshot(m.generator)
+    _trainer(tmp_path, 2, limit_val_batches=0).fit(m, _loader(8))
+    assert int(m.skipped_nonfinite) == 2
+    assert not _changed(before, m.generator)
+
+
+def test_load_from_checkpoint_without_config(tmp_path):
+    m = tiny(gan_start_step=0)
+    trainer = _trainer(tmp_path, 1, limit_val_batches=0)
+    trainer.fit(m, _loader(4))
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path, weights_only=True)
+    loaded = CodecModule.load_from_checkpoint(path).eval()
+    wave = tones(2, 800)
+    assert loaded.encode(wave).equal(m.eval().encode(wave))
+    assert loaded.num_quantizers == 3 and loaded.sample_rate == SR
+
+
+def _ddp_worker(rank: int, world: int, init_file: str, out: str) -> None:
+    torch.set_num_threads(1)
+    m = tiny()  # built before the process group exists, as Lightning does
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        before = codebook_synced(m.generator.quantizer)
+        m.setup("fit")
+        with torch.no_grad():
+            m.train().generator(tones(4, 800, seed=rank)[:, None])  # different audio per rank
+        torch.save({"before": before, "after": codebook_synced(m.generator.quantizer),
+                    "codebooks": m.generator.quantizer.codebooks.clone()}, f"{out}.{rank}")  # fmt: skip
+    finally:
+        dist.destroy_process_group()
+
+
+def test_codebook_sync_switched_on_at_setup_under_a_process_group():
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "result")
+        mp.spawn(_ddp_worker, args=(2, os.path.join(tmp, "init"), out), nprocs=2, join=True)
+        r0, r1 = (torch.load(f"{out}.{r}") for r in range(2))
+    assert not r0["before"] and r0["after"] and r1["after"]
+    torch.testing.assert_close(r0["codebooks"], r1["codebooks"])  # k-means init + EMA all-reduced
+
+
+def test_no_sync_in_a_single_process():
+    m = tiny()
+    m.setup("fit")
+    assert not codebook_synced(m.generator.quantizer)
