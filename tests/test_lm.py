@@ -9,7 +9,8 @@ from torch.utils.data import DataLoader
 
 from musiclm.lm.module import CoarseStage, FineStage, SemanticStage
 from musiclm.lm.patterns import EMPTY, DelayPattern, FlattenPattern, Vocab, make_pattern
-from musiclm.train import export_model
+from musiclm import artifacts, stages
+from musiclm.train import export_model, train
 
 QM, CM, KS, Q, C, TS = 4, 8, 16, 4, 16, 8  # MuLan levels/codes, semantic clusters, codec levels/codes, semantic frames
 SMALL = dict(dim=64, depth=2, heads=4, ff_mult=2, dropout=0.0, lr=3e-3, warmup_steps=5)
@@ -44,6 +45,20 @@ def fit(module: L.LightningModule, steps: int) -> tuple[float, float, L.Trainer]
     trainer.fit(module, train, val)
     after = trainer.callback_metrics["val/loss"].item()
     return before, after, trainer
+
+
+class ToyTokenData(L.LightningDataModule):
+    """Stands in for TokenDataModule in the CLI test: the toy language in memory."""
+
+    def __init__(self, batch_size: int = 16):
+        super().__init__()
+        self.save_hyperparameters()
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(toy_tokens(64, 0), batch_size=self.hparams.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(toy_tokens(16, 1), batch_size=16)
 
 
 # -- layout -----------------------------------------------------------------------------------------------------
@@ -158,3 +173,16 @@ def test_padding_mask_follows_the_delay_pattern():
     _, _, mask, _ = module.forward_loss(batch)
     _, time = module.pattern.layout(2 * TS)
     assert torch.equal(mask, ((time >= 0) & (time < real)).expand(2, -1, -1))
+
+
+def test_musiclm_train_semantic_with_the_stage_configs(tmp_path, monkeypatch):
+    """`musiclm train semantic` parses configs/semantic.yaml + demo profile, trains, exports a loadable model.ckpt."""
+    spec = stages.STAGES["semantic"]
+    monkeypatch.setitem(stages.STAGES, "semantic", stages.Stage(spec.name, spec.module, "tests.test_lm:ToyTokenData", spec.make_target))
+    run = str(tmp_path / "run")
+    args = ["--model.dim=32", "--model.depth=1", "--model.heads=2", "--data.batch_size=8", "--trainer.max_steps=3"]
+    train("semantic", run, "demo", "cpu", args)
+    module = artifacts.load_model(run, "semantic")
+    assert isinstance(module, SemanticStage) and module.hparams.dim == 32 and module.hparams.window_frames == 100
+    mulan = torch.stack([b["mulan"] for b in toy_tokens(2, 2)])
+    assert module.generate(mulan, 5, seed=0).shape == (2, 5)
