@@ -67,7 +67,7 @@ $(R)/codec/model.ckpt: $(SHARDS)/train/manifest.json configs/codec.yaml | $(STAM
 
 fit-semantic: $(R)/semantic_tokens/model.ckpt
 $(R)/semantic_tokens/model.ckpt: $(R)/mulan/model.ckpt configs/semantic_tokens.yaml | $(STAMP)
-	$(MUSICLM) train semantic_tokens $(TRAIN_FLAGS) --data.data_dir=$(SHARDS)
+	$(MUSICLM) train semantic_tokens $(TRAIN_FLAGS) --data.data_dir=$(SHARDS) --model.source=$(R)/mulan/model.ckpt
 
 tokenize: $(TOKENS)/train/manifest.json
 $(TOKENS)/train/manifest.json: $(R)/mulan/model.ckpt $(R)/codec/model.ckpt $(R)/semantic_tokens/model.ckpt | $(STAMP)
@@ -75,13 +75,13 @@ $(TOKENS)/train/manifest.json: $(R)/mulan/model.ckpt $(R)/codec/model.ckpt $(R)/
 
 train-semantic: $(R)/semantic/model.ckpt
 $(R)/semantic/model.ckpt: $(TOKENS)/train/manifest.json configs/semantic.yaml | $(STAMP)
-	$(MUSICLM) train semantic $(TRAIN_FLAGS) --data.data_dir=$(TOKENS)
+	$(MUSICLM) train semantic $(TRAIN_FLAGS) --data.data_dir=$(TOKENS) --data.run=$(RUN)
 
 train-acoustic: $(R)/coarse/model.ckpt $(R)/fine/model.ckpt
 $(R)/coarse/model.ckpt: $(TOKENS)/train/manifest.json configs/coarse.yaml | $(STAMP)
-	$(MUSICLM) train coarse $(TRAIN_FLAGS) --data.data_dir=$(TOKENS)
+	$(MUSICLM) train coarse $(TRAIN_FLAGS) --data.data_dir=$(TOKENS) --data.run=$(RUN)
 $(R)/fine/model.ckpt: $(TOKENS)/train/manifest.json configs/fine.yaml | $(STAMP)
-	$(MUSICLM) train fine $(TRAIN_FLAGS) --data.data_dir=$(TOKENS)
+	$(MUSICLM) train fine $(TRAIN_FLAGS) --data.data_dir=$(TOKENS) --data.run=$(RUN)
 
 # ---- use --------------------------------------------------------------------------------------------
 STAGE_CKPTS := $(foreach s,mulan codec semantic_tokens semantic coarse fine,$(R)/$(s)/model.ckpt)
