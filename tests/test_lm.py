@@ -9,7 +9,9 @@ from torch.utils.data import DataLoader
 
 from musiclm.lm.module import CoarseStage, FineStage, SemanticStage
 from musiclm.lm.patterns import EMPTY, DelayPattern, FlattenPattern, Vocab, make_pattern
-from musiclm import artifacts, stages
+from musiclm import artifacts
+from musiclm.data.shards import write_split_shards
+from musiclm.data.tokens import token_sample
 from musiclm.train import export_model, train
 
 QM, CM, KS, Q, C, TS = 4, 8, 16, 4, 16, 8  # MuLan levels/codes, semantic clusters, codec levels/codes, semantic frames
@@ -47,18 +49,12 @@ def fit(module: L.LightningModule, steps: int) -> tuple[float, float, L.Trainer]
     return before, after, trainer
 
 
-class ToyTokenData(L.LightningDataModule):
-    """Stands in for TokenDataModule in the CLI test: the toy language in memory."""
-
-    def __init__(self, batch_size: int = 16):
-        super().__init__()
-        self.save_hyperparameters()
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(toy_tokens(64, 0), batch_size=self.hparams.batch_size)
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(toy_tokens(16, 1), batch_size=16)
+def write_toy_token_shards(root) -> None:
+    """The toy language as token shards (DESIGN.md schema), for the real TokenDataModule."""
+    for split, n, seed in [("train", 64, 0), ("val", 16, 1)]:
+        samples = toy_tokens(n, seed)
+        make = lambda i: [token_sample(f"{split}-{i}", *samples[i].values(), {"caption": "toy"})]  # noqa: B023
+        write_split_shards(root, split, list(range(n)), make, items_per_shard=32)
 
 
 # -- layout -----------------------------------------------------------------------------------------------------
@@ -175,14 +171,21 @@ def test_padding_mask_follows_the_delay_pattern():
     assert torch.equal(mask, ((time >= 0) & (time < real)).expand(2, -1, -1))
 
 
-def test_musiclm_train_semantic_with_the_stage_configs(tmp_path, monkeypatch):
-    """`musiclm train semantic` parses configs/semantic.yaml + demo profile, trains, exports a loadable model.ckpt."""
-    spec = stages.STAGES["semantic"]
-    monkeypatch.setitem(stages.STAGES, "semantic", stages.Stage(spec.name, spec.module, "tests.test_lm:ToyTokenData", spec.make_target))
+@pytest.mark.parametrize("stage,cls", [("semantic", SemanticStage), ("coarse", CoarseStage), ("fine", FineStage)])
+def test_musiclm_train_on_token_shards(stage, cls, tmp_path):
+    """`musiclm train STAGE` with configs/STAGE.yaml + the demo profile and the real TokenDataModule on toy token
+    shards: trains, validates, exports a model.ckpt that loads without config and generates."""
+    write_toy_token_shards(tmp_path / "tokens")
     run = str(tmp_path / "run")
-    args = ["--model.dim=32", "--model.depth=1", "--model.heads=2", "--data.batch_size=8", "--trainer.max_steps=3"]
-    train("semantic", run, "demo", "cpu", args)
-    module = artifacts.load_model(run, "semantic")
-    assert isinstance(module, SemanticStage) and module.hparams.dim == 32 and module.hparams.window_frames == 100
-    mulan = torch.stack([b["mulan"] for b in toy_tokens(2, 2)])
-    assert module.generate(mulan, 5, seed=0).shape == (2, 5)
+    args = [f"--data.data_dir={tmp_path / 'tokens'}", "--data.crop_seconds=null", "--data.batch_size=8",
+            "--model.dim=32", "--model.depth=1", "--model.heads=2", "--trainer.max_steps=4", "--trainer.val_check_interval=4"]
+    train(stage, run, "demo", "cpu", args)
+    module = artifacts.load_model(run, stage)
+    assert isinstance(module, cls) and module.hparams.dim == 32
+    batch = torch.utils.data.default_collate(toy_tokens(2, 2))
+    if stage == "semantic":
+        assert module.generate(batch["mulan"], 5, seed=0).shape == (2, 5)
+    elif stage == "coarse":
+        assert module.generate(batch["mulan"], batch["semantic"][:, :4], seed=0).shape == (2, 2, 8)
+    else:
+        assert module.generate(batch["acoustic"][:, :2], seed=0).shape == (2, Q, 2 * TS)

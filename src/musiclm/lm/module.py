@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from musiclm.data.datamodules import log_skipped
 from musiclm.lm.model import TokenLM
 from musiclm.lm.patterns import EMPTY, FlattenPattern, Pattern, Vocab, as_steps, make_pattern
 from musiclm.lm.sampling import TargetLayout, sample_steps, slide
@@ -129,6 +130,7 @@ class TokenStage(L.LightningModule):
         return ce, correct, mask, level.to(ce.device)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        log_skipped(self, batch)
         ce, correct, valid, _ = self.forward_loss(batch)
         mask = valid.expand_as(ce)
         loss = ce[mask].mean()
@@ -317,6 +319,7 @@ class CoarseStage(TokenStage):
     """p(coarse codec levels | MuLan tokens, semantic tokens)."""
 
     target = "coarse"
+    cli_links = [("data.semantic_rate", "model.semantic_rate"), ("data.acoustic_rate", "model.acoustic_rate")]
 
     def __init__(
         self,
@@ -326,8 +329,8 @@ class CoarseStage(TokenStage):
         codec_codebook_size: int = 1024,
         coarse_levels: int = 4,
         pattern: str = "flatten",
-        semantic_rate: int = 25,
-        acoustic_rate: int = 50,
+        semantic_rate: float = 25.0,
+        acoustic_rate: float = 50.0,
         window_frames: int = 500,
         dim: int = 1024,
         depth: int = 24,
@@ -342,9 +345,9 @@ class CoarseStage(TokenStage):
     ):
         super().__init__()
         self.save_hyperparameters()
-        if acoustic_rate % semantic_rate or window_frames % (acoustic_rate // semantic_rate):
+        self.ratio = round(acoustic_rate / semantic_rate)
+        if self.ratio * semantic_rate != acoustic_rate or window_frames % self.ratio:
             raise ValueError("acoustic_rate must be a multiple of semantic_rate, and window_frames of their ratio")
-        self.ratio = acoustic_rate // semantic_rate
         streams = {
             "mulan": (mulan_levels, mulan_codebook_size),
             "null": (mulan_levels, 1),
