@@ -146,7 +146,7 @@ class SoundStream(nn.Module):
         quantizer_dropout: bool = True,
         kmeans_iters: int = 10,
         ema_decay: float = 0.99,
-        dead_code_threshold: float = 2.0,
+        dead_code_threshold: float = 0.5,
         commitment_weight: float = 1.0,
     ):
         super().__init__()

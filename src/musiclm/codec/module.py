@@ -53,7 +53,7 @@ class CodecModule(L.LightningModule):
         quantizer_dropout: bool = True,
         kmeans_iters: int = 10,
         ema_decay: float = 0.99,
-        dead_code_threshold: float = 2.0,
+        dead_code_threshold: float = 0.5,
         # discriminators
         stft_ffts: list[int] = [2048, 1024, 512],  # noqa: B006
         stft_channels: int = 32,
