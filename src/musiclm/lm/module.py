@@ -98,9 +98,9 @@ class TokenStage(L.LightningModule):
 
     def drop_condition(self, prefix: Tensor, droppable: Tensor) -> Tensor:
         """Replace the MuLan part of each sample's prefix by the null condition with probability `cond_dropout`."""
-        p = self.hparams.cond_dropout
-        if not self.training or p <= 0 or not droppable.any():
+        if not self.training or not droppable.any() or self.hparams.cond_dropout <= 0:
             return prefix
+        p = self.hparams.cond_dropout
         null = prefix.clone()
         null[:, droppable] = self.null_ids(int(droppable.sum()))
         drop = torch.rand(prefix.shape[0], 1, device=prefix.device) < p
@@ -433,7 +433,6 @@ class FineStage(TokenStage):
         heads: int = 16,
         ff_mult: int = 4,
         dropout: float = 0.1,
-        cond_dropout: float = 0.0,
         lr: float = 3e-4,
         weight_decay: float = 0.01,
         warmup_steps: int = 1000,
