@@ -134,8 +134,8 @@ class TokenStage(L.LightningModule):
         ce, correct, valid, _ = self.forward_loss(batch)
         mask = valid.expand_as(ce)
         loss = ce[mask].mean()
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/acc", correct[mask].float().mean())
+        self.log("train/loss", loss, prog_bar=True, batch_size=ce.shape[0])
+        self.log("train/acc", correct[mask].float().mean(), batch_size=ce.shape[0])
         return loss
 
     def on_validation_epoch_start(self) -> None:
