@@ -87,13 +87,17 @@ def test_lightning_fit_tokenizes_tones_by_timbre(tone_shards, tmp_path):
     assert torch.equal(again.tokenize(batch["audio"]), ids)
 
 
-def test_mulan_source_change_is_refused(tmp_path):
+def tiny_mulan():
     from musiclm.mulan.module import MuLanModule
 
-    mulan = MuLanModule(
+    return MuLanModule(
         sample_rate=16_000, window_seconds=1.0, n_mels=32, hop_length=320, patch_freq=16, audio_dim=32, audio_depth=1,
         audio_heads=2, text_tower="scratch", text_dim=32, text_depth=1, text_heads=2, num_quantizers=2, codebook_size=8,
     )  # fmt: skip
+
+
+def test_mulan_source_change_is_refused(tmp_path):
+    mulan = tiny_mulan()
     src = tmp_path / "mulan.ckpt"
     torch.save(handoff(mulan), src)
     tok = SemanticTokenizer(sample_rate=16_000, extractor="mulan", source=str(src), layer=1, num_clusters=4)
@@ -107,6 +111,18 @@ def test_mulan_source_change_is_refused(tmp_path):
     torch.save(handoff(mulan), src)
     with pytest.raises(StaleSourceError, match="make fit-semantic"):
         SemanticTokenizer.load_from_checkpoint(ckpt, weights_only=False)
+
+
+def test_cli_builds_tokenizer_over_a_mulan_checkpoint(tmp_path):
+    """`make fit-semantic` path: under LightningCLI the nested MuLan must load with its own hyperparameters."""
+    from musiclm.train import build_cli
+
+    src = tmp_path / "mulan.ckpt"
+    torch.save(handoff(tiny_mulan()), src)
+    extra = ["--trainer.logger=false", f"--model.source={src}", "--model.layer=1", "--data.sample_rate=16000"]
+    tok = build_cli("semantic_tokens", str(tmp_path / "run"), "demo", "cpu", extra).model
+    assert tok._extractor[0].mulan.hparams.audio_dim == 32 and "audio_dim" not in tok.hparams
+    assert tok.features(torch.randn(1, 16_000)).shape == (1, 25, 32)
 
 
 def test_logmel_extractor_rate():

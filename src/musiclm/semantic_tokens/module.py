@@ -12,6 +12,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 
 from musiclm.artifacts import file_id
 from musiclm.distributed import world_size
@@ -39,7 +40,14 @@ def build_extractor(extractor: str, source: str | None, layer: int, sample_rate:
 
         if source is None or not Path(source).is_file():
             raise FileNotFoundError(f"MuLan checkpoint {source} not found: build it with `make train-mulan`")
-        return MuLanFeatures(MuLanModule.load_from_checkpoint(source, map_location="cpu", weights_only=False), layer)
+        # Under LightningCLI the outer module's hyperparameters sit in a context variable that save_hyperparameters
+        # reads; without clearing it the nested MuLan would take the tokenizer's hparams as its own.
+        token = _given_hyperparameters.set(None)
+        try:
+            mulan = MuLanModule.load_from_checkpoint(source, map_location="cpu", weights_only=False)
+        finally:
+            _given_hyperparameters.reset(token)
+        return MuLanFeatures(mulan, layer)
     if extractor == "hf":
         if source is None:
             raise ValueError("extractor 'hf' needs source=<local transformers model folder>")
