@@ -11,7 +11,7 @@ import torch
 from musiclm.artifacts import handoff, model_path
 from musiclm.data.datamodules import TokenDataModule, TokenDecoder
 from musiclm.data.shards import iter_tar_samples, list_shards, write_split_shards
-from musiclm.data.tokens import StaleTokensError, check_token_freshness, decode_token_sample, token_sample
+from musiclm.data.tokens import StaleTokensError, check_token_freshness, collate_tokens, decode_token_sample, token_sample
 from musiclm.tokenize import tokenize
 
 
@@ -39,7 +39,22 @@ def test_crops_are_aligned_across_rates():
         assert torch.equal(x["acoustic"][:, ::2], x["semantic"].expand(3, -1))  # same instants in both streams
         starts.add(int(x["semantic"][0]))
     assert len(starts) > 3
-    assert TokenDecoder(5.0, 25.0, 50.0, train=True, seed=0)(sample) is None  # shorter than the crop: dropped
+    whole = TokenDecoder(5.0, 25.0, 50.0, train=True, seed=0)(sample)  # shorter than the crop: kept whole
+    assert torch.equal(whole["semantic"], frames) and whole["acoustic"].shape == (3, 200)
+
+
+def test_short_clips_are_padded_and_masked():
+    decode = TokenDecoder(crop_seconds=2.0, semantic_rate=25.0, acoustic_rate=50.0, train=True, seed=0)
+    samples = []
+    for key, n in (("long", 80), ("short", 30)):
+        raw = token_sample(key, torch.zeros(2), torch.arange(n) + 1, torch.arange(2 * n).expand(3, -1) + 1, {"caption": key})
+        samples.append(decode({k: (json.dumps(v).encode() if k == "json" else v) for k, v in raw.items()}))
+    batch = collate_tokens([{**s, "skipped": 0} for s in samples])
+    assert batch["semantic"].shape == (2, 50) and batch["acoustic"].shape == (2, 3, 100) and batch["mulan"].shape == (2, 2)
+    assert batch["semantic_mask"].sum(1).tolist() == [50, 30] and batch["acoustic_mask"].sum(1).tolist() == [100, 60]
+    assert torch.all((batch["semantic"] > 0) == batch["semantic_mask"])  # real frames are nonzero here, pads are 0
+    assert torch.all((batch["acoustic"][:, 0] > 0) == batch["acoustic_mask"])
+    assert batch["text"] == ["long", "short"]
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +97,7 @@ def test_tokenize_writes_aligned_streams_resumes_and_detects_staleness(tone_shar
     dm.setup("fit")
     batch = next(iter(dm.loader("train")))
     assert batch["semantic"].shape == (4, 20) and batch["acoustic"].shape == (4, 3, 40) and batch["mulan"].shape == (4, 2)
+    assert batch["semantic_mask"].all() and batch["acoustic_mask"].all()
     # an upstream checkpoint changes: training refuses the old tokens, re-tokenizing rebuilds them
     ckpt = torch.load(model_path(tiny_run, "codec"), weights_only=False)
     next(v for v in ckpt["state_dict"].values() if v.is_floating_point()).add_(0.5)

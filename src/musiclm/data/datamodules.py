@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from musiclm.audio import AudioError, crop, load_audio
 from musiclm.data.streams import collate, per_worker, shard_stream
 from musiclm.data.shards import list_shards, read_manifest
-from musiclm.data.tokens import check_token_freshness, decode_token_sample
+from musiclm.data.tokens import check_token_freshness, collate_tokens, decode_token_sample
 
 CaptionMode = Literal["caption", "tags", "random"]
 
@@ -148,7 +148,8 @@ class AudioTextDataModule(L.LightningDataModule):
 
 class TokenDecoder:
     """Decode a token sample and crop a window aligned across streams: the crop starts on a semantic frame, so
-    acoustic frame = semantic frame * (acoustic_rate / semantic_rate). Clips shorter than the crop are dropped."""
+    acoustic frame = semantic frame * (acoustic_rate / semantic_rate). Clips shorter than the crop are kept whole
+    (`collate_tokens` pads and masks them)."""
 
     def __init__(self, crop_seconds: float | None, semantic_rate: float, acoustic_rate: float, train: bool, seed: int):
         self.crop_seconds, self.semantic_rate, self.acoustic_rate, self.train = crop_seconds, semantic_rate, acoustic_rate, train
@@ -162,16 +163,14 @@ class TokenDecoder:
     def __call__(self, sample: dict) -> dict[str, Any] | None:
         x = decode_token_sample(sample)
         sem, ac = x["semantic"], x["acoustic"]
-        if self.crop_seconds is None:
-            n_sem = min(len(sem), ac.shape[-1] // self.ratio)
-        else:
-            n_sem = round(self.crop_seconds * self.semantic_rate)
-            if len(sem) < n_sem or ac.shape[-1] < n_sem * self.ratio:
-                return None
+        frames = min(len(sem), ac.shape[-1] // self.ratio)
+        if frames == 0:
+            return None
+        n_sem = frames if self.crop_seconds is None else min(frames, round(self.crop_seconds * self.semantic_rate))
         if self._rng is None:
             info = torch.utils.data.get_worker_info()
             self._rng = random.Random(hash((self.seed, info.id if info else 0, os.getpid() if self.train else 0)))
-        last = min(len(sem), ac.shape[-1] // self.ratio) - n_sem
+        last = frames - n_sem
         start = self._rng.randint(0, last) if self.train and last > 0 else max(0, last // 2)
         return {
             "mulan": x["mulan"],
@@ -185,9 +184,10 @@ class TokenDecoder:
 
 class TokenDataModule(L.LightningDataModule):
     """Token shards (`data/tokens/<RUN>/<split>/`) -> batches {mulan [B,Qm], semantic [B,Ts], acoustic [B,Q,Ta],
-    text, key, meta, skipped}, windows aligned across the 25-Hz semantic and 50-Hz acoustic streams.
+    semantic_mask [B,Ts], acoustic_mask [B,Ta], text, key, meta, skipped}, windows aligned across the 25-Hz semantic
+    and 50-Hz acoustic streams.
 
-    `crop_seconds=None` keeps whole clips (they must be of equal length). With `run` set, tokens made by other
+    `crop_seconds=None` keeps whole clips; shorter clips are padded to the batch's longest and masked. With `run` set, tokens made by other
     checkpoints than the run's current ones are refused (`make tokenize` rebuilds them). Batch size is per device.
     """
 
@@ -234,7 +234,7 @@ class TokenDataModule(L.LightningDataModule):
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         hp = self.hparams
-        return DataLoader(self.dataset(split, rank, world), batch_size=hp.batch_size, num_workers=hp.num_workers, collate_fn=collate)
+        return DataLoader(self.dataset(split, rank, world), batch_size=hp.batch_size, num_workers=hp.num_workers, collate_fn=collate_tokens)
 
     def train_dataloader(self) -> DataLoader:
         return self.loader("train")

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from musiclm.artifacts import file_id, model_path
+from musiclm.data.streams import collate
 
 TOKEN_STAGES = ("mulan", "semantic_tokens", "codec")
 ARRAYS = ("mulan", "semantic", "acoustic")
@@ -53,6 +55,18 @@ def decode_token_sample(sample: dict) -> dict:
         raise ValueError(f"{sample['__key__']}: token arrays have the wrong rank")
     out["json"] = json.loads(sample["json"])
     return out
+
+
+def collate_tokens(samples: list[dict]) -> dict:
+    """Batch token samples of different lengths: `semantic` / `acoustic` are right-padded with 0 to the longest in
+    the batch and `semantic_mask` / `acoustic_mask` [B, T] (True = real frame) keep padding out of the loss."""
+    batch = collate([{k: v for k, v in s.items() if k not in ("semantic", "acoustic")} for s in samples])
+    for name in ("semantic", "acoustic"):
+        lengths = torch.tensor([s[name].shape[-1] for s in samples])
+        longest = int(lengths.max())
+        batch[name] = torch.stack([F.pad(s[name], (0, longest - s[name].shape[-1])) for s in samples])
+        batch[f"{name}_mask"] = torch.arange(longest) < lengths[:, None]
+    return batch
 
 
 def current_ids(run: str | Path) -> dict[str, str]:
