@@ -16,12 +16,15 @@ ACCELERATOR ?=
 ARGS ?=
 TEXT ?=
 SECONDS ?= 10
+NUM_PROMPTS ?= 32
 # synthetic corpus size (the demo default renders in about a minute on 2 cores)
 SYNTH_CLIPS ?= 1200
 SYNTH_SECONDS ?= 8
 WORKERS ?= 2
 
-VENV := .venv
+# ROOT lets the chain run in another directory: make -f /path/to/Makefile -C /scratch demo
+ROOT := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
+VENV := $(ROOT)/.venv
 PY := $(VENV)/bin/python
 MUSICLM := $(PY) -m musiclm.cli
 STAMP := $(VENV)/.installed
@@ -37,36 +40,37 @@ TRAIN_FLAGS = --run $(RUN) --profile $(PROFILE) --trainer $(TRAINER) \
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml requirements.lock scripts/system-deps.sh
-	bash scripts/system-deps.sh
+$(STAMP): $(ROOT)/pyproject.toml $(ROOT)/requirements.lock $(ROOT)/scripts/system-deps.sh
+	bash $(ROOT)/scripts/system-deps.sh
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0   # the CPU wheel first, so nothing can pull a CUDA build
-	$(PY) -m pip install -q -c requirements.lock -e ".[dev,text]"
+	$(PY) -m pip install -q -c $(ROOT)/requirements.lock -e "$(ROOT)[dev,text]"
 	touch $@
 
 test: $(STAMP)
-	$(PY) -m pytest tests
+	cd $(ROOT) && $(PY) -m pytest tests
 
 # ---- data -------------------------------------------------------------------------------------------
 data: $(SHARDS)/train/manifest.json
 
-data/shards/synth/train/manifest.json: | $(STAMP)
-	$(MUSICLM) data synth data/shards/synth --num-clips $(SYNTH_CLIPS) --seconds $(SYNTH_SECONDS) --seed 0 --workers $(WORKERS)
-	$(MUSICLM) data check data/shards/synth
+# any DATASET named synth* is rendered; other datasets come from `musiclm data ingest`
+data/shards/synth%/train/manifest.json: | $(STAMP)
+	$(MUSICLM) data synth data/shards/synth$* --num-clips $(SYNTH_CLIPS) --seconds $(SYNTH_SECONDS) --seed 0 --workers $(WORKERS)
+	$(MUSICLM) data check data/shards/synth$*
 
 # ---- stages -----------------------------------------------------------------------------------------
 train-mulan: $(R)/mulan/model.ckpt
-$(R)/mulan/model.ckpt: $(SHARDS)/train/manifest.json configs/mulan.yaml | $(STAMP)
+$(R)/mulan/model.ckpt: $(SHARDS)/train/manifest.json $(ROOT)/configs/mulan.yaml | $(STAMP)
 	$(MUSICLM) train mulan $(TRAIN_FLAGS) --data.data_dir=$(SHARDS)
 	$(MUSICLM) mulan fit-quantizer --run $(RUN)
 
 train-codec: $(R)/codec/model.ckpt
-$(R)/codec/model.ckpt: $(SHARDS)/train/manifest.json configs/codec.yaml | $(STAMP)
+$(R)/codec/model.ckpt: $(SHARDS)/train/manifest.json $(ROOT)/configs/codec.yaml | $(STAMP)
 	$(MUSICLM) train codec $(TRAIN_FLAGS) --data.data_dir=$(SHARDS)
 
 fit-semantic: $(R)/semantic_tokens/model.ckpt
-$(R)/semantic_tokens/model.ckpt: $(R)/mulan/model.ckpt configs/semantic_tokens.yaml | $(STAMP)
+$(R)/semantic_tokens/model.ckpt: $(R)/mulan/model.ckpt $(ROOT)/configs/semantic_tokens.yaml | $(STAMP)
 	$(MUSICLM) train semantic_tokens $(TRAIN_FLAGS) --data.data_dir=$(SHARDS) --model.source=$(R)/mulan/model.ckpt
 
 tokenize: $(TOKENS)/train/manifest.json
@@ -74,13 +78,13 @@ $(TOKENS)/train/manifest.json: $(R)/mulan/model.ckpt $(R)/codec/model.ckpt $(R)/
 	$(MUSICLM) tokenize --run $(RUN) --dataset $(DATASET) --workers $(WORKERS)
 
 train-semantic: $(R)/semantic/model.ckpt
-$(R)/semantic/model.ckpt: $(TOKENS)/train/manifest.json configs/semantic.yaml | $(STAMP)
+$(R)/semantic/model.ckpt: $(TOKENS)/train/manifest.json $(ROOT)/configs/semantic.yaml | $(STAMP)
 	$(MUSICLM) train semantic $(TRAIN_FLAGS) --data.data_dir=$(TOKENS) --data.run=$(RUN)
 
 train-acoustic: $(R)/coarse/model.ckpt $(R)/fine/model.ckpt
-$(R)/coarse/model.ckpt: $(TOKENS)/train/manifest.json configs/coarse.yaml | $(STAMP)
+$(R)/coarse/model.ckpt: $(TOKENS)/train/manifest.json $(ROOT)/configs/coarse.yaml | $(STAMP)
 	$(MUSICLM) train coarse $(TRAIN_FLAGS) --data.data_dir=$(TOKENS) --data.run=$(RUN)
-$(R)/fine/model.ckpt: $(TOKENS)/train/manifest.json configs/fine.yaml | $(STAMP)
+$(R)/fine/model.ckpt: $(TOKENS)/train/manifest.json $(ROOT)/configs/fine.yaml | $(STAMP)
 	$(MUSICLM) train fine $(TRAIN_FLAGS) --data.data_dir=$(TOKENS) --data.run=$(RUN)
 
 # ---- use --------------------------------------------------------------------------------------------
@@ -92,16 +96,17 @@ generate: $(STAGE_CKPTS) | $(STAMP)
 
 eval: reports/$(RUN)/eval.json
 reports/$(RUN)/eval.json: $(STAGE_CKPTS) $(TOKENS)/train/manifest.json | $(STAMP)
-	$(MUSICLM) eval --run $(RUN) --dataset $(DATASET) --out $@
+	$(MUSICLM) eval --run $(RUN) --dataset $(DATASET) --num-prompts $(NUM_PROMPTS) --out $@
 
 bench: $(STAMP)
 	$(MUSICLM) bench --out reports/bench.json
 
-tensorboard: $(STAMP)
+tensorboard: | $(STAMP)
 	$(VENV)/bin/tensorboard --logdir $(R) --bind_all
 
 demo: $(STAMP)
-	$(PY) -m musiclm.demo --run $(RUN) --dataset $(DATASET)
+	$(PY) -m musiclm.demo --run $(RUN) --dataset $(DATASET) --profile $(PROFILE) --makefile $(ROOT)/Makefile \
+	  SYNTH_CLIPS=$(SYNTH_CLIPS) SYNTH_SECONDS=$(SYNTH_SECONDS) NUM_PROMPTS=$(NUM_PROMPTS) WORKERS=$(WORKERS)
 
 clean-run:
 	rm -rf $(R) $(TOKENS) reports/$(RUN) outputs/$(RUN)
