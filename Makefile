@@ -54,10 +54,11 @@ test: $(STAMP)
 # ---- data -------------------------------------------------------------------------------------------
 data: $(SHARDS)/train/manifest.json
 
-# any DATASET named synth* is rendered; other datasets come from `musiclm data ingest`
-data/shards/synth%/train/manifest.json: | $(STAMP)
-	$(MUSICLM) data synth data/shards/synth$* --num-clips $(SYNTH_CLIPS) --seconds $(SYNTH_SECONDS) --seed 0 --workers $(WORKERS)
-	$(MUSICLM) data check data/shards/synth$*
+# DATASET=synth* is rendered here; any other dataset comes from `musiclm data ingest SRC data/shards/NAME`
+data/shards/%/train/manifest.json: | $(STAMP)
+	@case "$*" in synth*) ;; *) echo "no shards for DATASET=$*: build them with musiclm data ingest SRC_DIR data/shards/$*" >&2; exit 2;; esac
+	$(MUSICLM) data synth data/shards/$* --num-clips $(SYNTH_CLIPS) --seconds $(SYNTH_SECONDS) --seed 0 --workers $(WORKERS)
+	$(MUSICLM) data check data/shards/$*
 
 # ---- stages -----------------------------------------------------------------------------------------
 train-mulan: $(R)/mulan/model.ckpt

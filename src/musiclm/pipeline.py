@@ -170,3 +170,41 @@ def main(argv: list[str] | None = None) -> None:
         result = lm.generate(batch, a.seconds, a.cfg_scale, a.temperature, a.top_k, a.top_p, a.seed + start)
         for path in write_outputs(lm, result, out, start):
             print(f"wrote {path} (+ .png, .json)")
+
+
+def bench(profile: str = "demo", seconds: float = 4.0, batch: int = 4) -> dict:
+    """`make bench` section `generate`: seconds of wall time per stage to make `seconds` of audio for `batch`
+    prompts with the profile's LM stages and codec, freshly initialised (speed does not depend on training), from
+    random MuLan tokens (the text tower costs milliseconds). `rtf` is generated audio seconds per wall second."""
+    from musiclm.lm.bench import stage_settings
+    from musiclm.stages import STAGES
+
+    def build(stage: str, **links):
+        model, _ = stage_settings(stage, profile)
+        return STAGES[stage].module_class()(**{**model, **links}).eval()
+
+    semantic, fine, codec = build("semantic"), build("fine"), build("codec")
+    coarse = build("coarse", acoustic_rate=codec.frame_rate)
+    mulan = torch.randint(0, semantic.hparams.mulan_codebook_size, (batch, semantic.hparams.mulan_levels))
+    timings: dict[str, float] = {}
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        sem = semantic.generate(mulan, round(seconds * coarse.hparams.semantic_rate), cfg_scale=3.0, seed=0)
+        timings["semantic"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        crs = coarse.generate(mulan, sem, cfg_scale=3.0, seed=0)
+        timings["coarse"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        codes = fine.generate(crs, seed=0)
+        timings["fine"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        codec.decode(codes)
+        timings["codec"] = time.perf_counter() - t0
+    total = sum(timings.values())
+    return {
+        "profile": profile,
+        "batch": batch,
+        "audio_seconds": seconds,
+        "stage_seconds": {k: round(v, 3) for k, v in timings.items()},
+        "rtf": round(batch * seconds / total, 3),
+    }
