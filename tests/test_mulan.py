@@ -127,6 +127,11 @@ def test_retrieval_and_zero_shot_metrics():
     assert perfect["t2a_recall@1"] == perfect["a2t_map"] == 1.0
     shuffled = retrieval_metrics(emb, emb.roll(1, 0))
     assert shuffled["t2a_recall@1"] == 0.0 and shuffled["t2a_recall@10"] > 0.0
+    # every pair's cosine negative but still the best of its row: a perfect retrieval, and k >= N recalls all
+    anti = torch.full((4, 4), -0.9).fill_diagonal_(-0.1)
+    text, audio = torch.eye(4), anti.T
+    assert retrieval_metrics(text, audio)["t2a_recall@1"] == 1.0
+    assert retrieval_metrics(emb[:4], emb.roll(1, 0)[:4])["t2a_recall@5"] == 1.0
     classes = {"c0": emb[0], "c1": emb[1]}
     acc, chance = zero_shot_accuracy(emb[:2], ["c0", "c1"], "{}", lambda ps: torch.stack([classes[p] for p in ps]))
     assert (acc, chance) == (1.0, 0.5)

@@ -8,6 +8,7 @@ split, whose ground-truth attributes (tempo) are known.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 from pathlib import Path
@@ -31,10 +32,12 @@ def validate_stage(run: str, stage: str, **data_overrides) -> dict[str, float]:
     """Run the stage's validation loop on its val split; returns the logged metrics."""
     ckpt = torch.load(require_model(run, stage), map_location="cpu", weights_only=False)
     module = load_model(run, stage)
-    hp = {**ckpt.get("datamodule_hyper_parameters", {}), **data_overrides}
+    data_class = STAGES[stage].data_class()
+    accepted = inspect.signature(data_class).parameters  # drops LightningCLI's bookkeeping (_instantiator, ...)
+    hp = {k: v for k, v in ckpt.get("datamodule_hyper_parameters", {}).items() if k in accepted} | data_overrides
     hp["num_workers"] = min(int(hp.get("num_workers", 0)), 2)
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
-    [metrics] = trainer.validate(module, datamodule=STAGES[stage].data_class()(**hp), verbose=False)
+    [metrics] = trainer.validate(module, datamodule=data_class(**hp), verbose=False)
     return {k: float(v) for k, v in metrics.items()}
 
 

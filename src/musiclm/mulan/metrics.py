@@ -15,6 +15,9 @@ def retrieval_metrics(text: torch.Tensor, audio: torch.Tensor, ks: tuple[int, ..
     text, audio: [N, D] with row i a pair. Keys: `t2a_recall@k`, `t2a_map`, `a2t_recall@k`, `a2t_map`.
     """
     sim = text.float() @ audio.float().T  # [N queries (text), N items (audio)]
+    # torchmetrics (1.9) counts a relevant item only when its score is > 0; cosines can be negative, so shift
+    # every score above zero (ranks unchanged) or a correct but negative match reads as a miss.
+    sim = sim - sim.min() + 1.0
     n = sim.shape[0]
     target = torch.eye(n, dtype=torch.bool)
     indexes = torch.arange(n)[:, None].expand(n, n).reshape(-1)
