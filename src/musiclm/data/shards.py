@@ -8,6 +8,8 @@ run leaves no partial shard.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import multiprocessing as mp
@@ -114,6 +116,22 @@ def write_split_shards(
     """
     split_dir = Path(out_dir) / split
     split_dir.mkdir(parents=True, exist_ok=True)
+    with _exclusive(split_dir):
+        return _write_split(split_dir, items, make_samples, items_per_shard, workers, extra_manifest)
+
+
+@contextlib.contextmanager
+def _exclusive(split_dir: Path):
+    """One writer per split: a second `make data` on the same directory would delete the first one's temp files."""
+    with open(split_dir / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"another process is writing {split_dir}; wait for it (a re-run resumes)") from None
+        yield
+
+
+def _write_split(split_dir: Path, items, make_samples, items_per_shard: int, workers: int, extra_manifest) -> dict:
     groups = [list(items[i : i + items_per_shard]) for i in range(0, len(items), items_per_shard)]
     shards = [split_dir / SHARD_NAME.format(i) for i in range(len(groups))]
     for stale in split_dir.glob("*"):  # leftovers of an interrupted or larger earlier plan
@@ -121,7 +139,7 @@ def write_split_shards(
             stale.unlink()
     todo = [(s, g, make_samples) for s, g in zip(shards, groups) if not _shard_complete(s, _plan_id(g))]
     if todo:
-        bar = tqdm(total=len(todo), desc=f"{split} shards", unit="shard", disable=None)
+        bar = tqdm(total=len(todo), desc=f"{split_dir.name} shards", unit="shard", disable=None)
         if workers > 1 and len(todo) > 1:
             with mp.get_context("spawn").Pool(min(workers, len(todo))) as pool:
                 for _ in pool.imap_unordered(_write_shard, todo):
