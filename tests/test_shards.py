@@ -45,16 +45,15 @@ def test_interrupted_writer_leaves_no_partial_shard_and_rerun_finishes(tmp_path)
 
 def test_second_writer_on_the_same_split_is_refused(tmp_path):
     """Two writers on one directory would delete each other's temp files; the second one gets a clear error."""
+    import fcntl
+
     make = partial(tone_sample, split="train", seconds=0.2, sample_rate=8000)
-
-    def nested(index: int) -> list[dict]:
-        if index == 0:
-            write_split_shards(tmp_path, "train", [0], make)
-        return make(index)
-
-    with pytest.raises(RuntimeError, match="another process is writing"):
-        write_split_shards(tmp_path, "train", [0, 1], nested)
-    assert write_split_shards(tmp_path, "train", [0, 1], make)["num_samples"] == 2  # the lock is released
+    (tmp_path / "train").mkdir()
+    with open(tmp_path / "train" / ".lock", "w") as held:  # another writer, mid-run
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(RuntimeError, match="another process is writing"):
+            write_split_shards(tmp_path, "train", [0, 1], make)
+    assert write_split_shards(tmp_path, "train", [0, 1], make)["num_samples"] == 2  # released with its holder
 
 
 def test_parallel_writer_matches_serial(tmp_path):
