@@ -8,12 +8,26 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-from lightning.pytorch.strategies import FSDPStrategy
+from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, ModelParallelStrategy
 from torch import nn
 
 
 def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def checkpoint_blocks(module: nn.Module, block_types: tuple[type[nn.Module], ...]) -> int:
+    """Activation checkpointing (composable, non-reentrant) on every block of `block_types`: their activations are
+    recomputed in backward instead of stored. Idempotent; returns the number of blocks newly checkpointed."""
+    from torch.distributed._composable import checkpoint
+
+    n = 0
+    for block in module.modules():
+        if isinstance(block, block_types) and not getattr(block, "_musiclm_checkpointed", False):
+            checkpoint(block)
+            block._musiclm_checkpointed = True
+            n += 1
+    return n
 
 
 def shard_blocks(
@@ -24,21 +38,55 @@ def shard_blocks(
     param_dtype: torch.dtype | None = None,
 ) -> nn.Module:
     """FSDP2: `fully_shard` every block of `block_types`, then the root, so each block's weights are gathered only
-    while it runs. Idempotent (a resumed or re-configured module is not wrapped twice)."""
-    from torch.distributed._composable import checkpoint
+    while it runs. Idempotent (a resumed or re-configured module is not wrapped twice).
+
+    A LightningModule is not itself made an FSDP unit (its class must stay the registered stage class, and Lightning
+    calls its hooks, not its `forward`): each of its direct children that holds parameters becomes a root unit
+    instead, so every trainable parameter is sharded and its gradient reduced across the data-parallel ranks."""
+    import lightning as L
     from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
     if isinstance(module, FSDPModule):
         return module
     mesh = device_mesh["data_parallel"] if device_mesh is not None and "data_parallel" in (device_mesh.mesh_dim_names or ()) else device_mesh
     mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32) if param_dtype else MixedPrecisionPolicy()
+    if activation_checkpointing:
+        checkpoint_blocks(module, block_types)
     for block in module.modules():
-        if isinstance(block, block_types):
-            if activation_checkpointing:
-                checkpoint(block)
+        if isinstance(block, block_types) and not isinstance(block, FSDPModule) and any(True for _ in block.parameters()):
             fully_shard(block, mesh=mesh, mp_policy=mp)
-    fully_shard(module, mesh=mesh, mp_policy=mp)
+    if not isinstance(module, L.LightningModule):
+        fully_shard(module, mesh=mesh, mp_policy=mp)
+        return module
+    if any(True for _ in module.parameters(recurse=False)):
+        raise ValueError(f"{type(module).__name__} holds parameters of its own: move them into a submodule to shard it")
+    for child in module.children():
+        if not isinstance(child, FSDPModule) and any(True for _ in child.parameters()):
+            fully_shard(child, mesh=mesh, mp_policy=mp)
     return module
+
+
+def configure_sharding(module, activation_checkpointing: bool = False) -> None:
+    """The stages' `configure_model`: FSDP2 of the x-transformers blocks under Lightning's ModelParallelStrategy
+    (`module.device_mesh` is set), activation checkpointing of those blocks when asked (any strategy)."""
+    mesh = getattr(module, "device_mesh", None)
+    if mesh is not None:
+        shard_blocks(module, transformer_block_types(), mesh, activation_checkpointing)
+    elif activation_checkpointing:
+        checkpoint_blocks(module, transformer_block_types())
+
+
+def is_sharded(module: nn.Module) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in module.parameters())
+
+
+def plain(x: torch.Tensor) -> torch.Tensor:
+    """A DTensor's full value (a collective: call it on every rank), any other tensor unchanged."""
+    from torch.distributed.tensor import DTensor
+
+    return x.full_tensor() if isinstance(x, DTensor) else x
 
 
 def transformer_block_types() -> tuple[type[nn.Module], ...]:
@@ -46,6 +94,45 @@ def transformer_block_types() -> tuple[type[nn.Module], ...]:
     from x_transformers.x_transformers import Attention, FeedForward
 
     return (Attention, FeedForward)
+
+
+class StageDDPStrategy(DDPStrategy):
+    """Lightning's DDPStrategy whose `find_unused_parameters` follows the module when left unset: on for manual
+    optimisation (the codec's GAN, where each backward reaches only the generator or only the discriminators, and its
+    discriminators sit out the first `gan_start_step` steps), off otherwise (no extra graph traversal)."""
+
+    def __init__(
+        self,
+        find_unused_parameters: bool | None = None,
+        static_graph: bool = False,
+        gradient_as_bucket_view: bool = False,
+        process_group_backend: str | None = None,
+    ) -> None:
+        super().__init__(
+            process_group_backend=process_group_backend, static_graph=static_graph, gradient_as_bucket_view=gradient_as_bucket_view
+        )
+        self.find_unused_parameters = find_unused_parameters
+
+    def configure_ddp(self) -> None:
+        find = self.find_unused_parameters
+        if find is None:
+            find = not self.lightning_module.automatic_optimization
+        self._ddp_kwargs["find_unused_parameters"] = bool(find)
+        super().configure_ddp()
+
+
+class FSDP2Strategy(ModelParallelStrategy):
+    """Lightning's ModelParallelStrategy (FSDP2 through each module's `configure_model`) whose
+    `data_parallel_size: auto` means every process that is not tensor-parallel (world size / tensor_parallel_size),
+    so one config serves any DEVICES x NODES; Lightning's own `auto` is the number of nodes."""
+
+    def setup_environment(self) -> None:
+        if self._data_parallel_size == "auto" and self._tensor_parallel_size != "auto":
+            world = self.num_nodes * self.num_processes
+            if world % int(self._tensor_parallel_size):
+                raise ValueError(f"world size {world} is not a multiple of tensor_parallel_size {self._tensor_parallel_size}")
+            self._data_parallel_size = world // int(self._tensor_parallel_size)
+        super().setup_environment()
 
 
 class BlockFSDPStrategy(FSDPStrategy):

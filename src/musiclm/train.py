@@ -13,6 +13,9 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.strategies import ModelParallelStrategy
+from lightning.pytorch.utilities.model_helpers import is_overridden
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 import torch
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.tensor import DTensor
@@ -100,6 +103,9 @@ def export_model(trainer: L.Trainer, module: L.LightningModule, path: Path) -> P
 def train(stage: str, run: str, profile: str = "demo", trainer: str = "cpu", extra: list[str] | None = None) -> Path:
     """Fit one stage; resume from `checkpoints/last.ckpt` when it exists; export `model.ckpt`."""
     cli = build_cli(stage, run, profile, trainer, list(extra or []))
+    if isinstance(cli.trainer.strategy, ModelParallelStrategy) and not is_overridden("configure_model", cli.model):
+        raise SystemExit(f"{stage} has no FSDP sharding (no transformer blocks to shard): train it with TRAINER=ddp")
+    # a sharded (FSDP2) last.ckpt is a directory: it resumes on the same number of processes
     last = stage_dir(run, stage) / "checkpoints" / "last.ckpt"
     cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=str(last) if last.exists() else None)
     return export_model(cli.trainer, cli.model, model_path(run, stage))
@@ -113,4 +119,5 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--trainer", default="cpu", help="cpu | gpu | ddp | fsdp (configs/trainer/)")
     ns, extra = p.parse_known_args(argv)
     path = train(ns.stage, ns.run, ns.profile, ns.trainer, extra)
-    print(f"wrote {path}")
+    if rank_zero_only.rank == 0:
+        print(f"wrote {path}")

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from musiclm.data.datamodules import log_skipped
+from musiclm.distributed import configure_sharding
 from musiclm.lm.model import TokenLM
 from musiclm.lm.patterns import EMPTY, FlattenPattern, Pattern, Vocab, as_steps, make_pattern
 from musiclm.lm.sampling import TargetLayout, sample_steps, slide
@@ -163,8 +164,14 @@ class TokenStage(L.LightningModule):
         self.log("val/ppl", loss.exp())
         self.log("val/acc", total[1] / total[2])
 
+    def configure_model(self) -> None:
+        """Under ModelParallelStrategy (FSDP2): `fully_shard` each x-transformers Attention/FeedForward block, then
+        the decoder; `activation_checkpointing` recomputes the blocks' activations in backward (any strategy).
+        Lightning calls this before `configure_optimizers`, which therefore sees the sharded parameters."""
+        configure_sharding(self, bool(self.hparams.get("activation_checkpointing", False)))
+
     def make_optimizer(self) -> torch.optim.Optimizer:
-        """AdamW with weight decay on matrices only (not norms, biases)."""
+        """AdamW with weight decay on matrices only (not norms, biases), over the (possibly sharded) parameters."""
         hp = self.hparams
         decay = [p for p in self.parameters() if p.ndim >= 2]
         no_decay = [p for p in self.parameters() if p.ndim < 2]
@@ -254,6 +261,7 @@ class SemanticStage(TokenStage):
         weight_decay: float = 0.01,
         warmup_steps: int = 1000,
         temperature: float = 1.0,
+        activation_checkpointing: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -342,6 +350,7 @@ class CoarseStage(TokenStage):
         weight_decay: float = 0.01,
         warmup_steps: int = 1000,
         temperature: float = 0.95,
+        activation_checkpointing: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -437,6 +446,7 @@ class FineStage(TokenStage):
         weight_decay: float = 0.01,
         warmup_steps: int = 1000,
         temperature: float = 0.4,
+        activation_checkpointing: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()

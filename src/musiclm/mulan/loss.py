@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributed.nn.functional import all_gather
 
+from musiclm.distributed import plain
+
 
 def world() -> tuple[int, int]:
     """(rank, world_size) of the default process group, (0, 1) when there is none."""
@@ -45,12 +47,25 @@ class ContrastiveLoss(nn.Module):
         if kind not in ("clip", "siglip"):
             raise ValueError(f"kind must be 'clip' or 'siglip', not {kind!r}")
         self.kind, self.max_log_scale = kind, math.log(max_scale)
-        self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
-        self.bias = nn.Parameter(torch.tensor(init_bias)) if kind == "siglip" else None
+        # shape [1], not a scalar: FSDP2 (fully_shard) shards parameters along dim 0 and refuses 0-d ones
+        self.log_scale = nn.Parameter(torch.tensor([math.log(1.0 / init_temperature)]))
+        self.bias = nn.Parameter(torch.tensor([init_bias])) if kind == "siglip" else None
 
     @property
     def scale(self) -> torch.Tensor:
+        """The clamped logit scale, shape [1] (call inside `forward`, or on an unsharded module)."""
         return self.log_scale.clamp(max=self.max_log_scale).exp()
+
+    def temperature(self) -> torch.Tensor:
+        """1 / scale as a 0-d tensor for logging, also when the parameter is an FSDP2 shard (a collective then)."""
+        return (-plain(self.log_scale.detach()).clamp(max=self.max_log_scale)).exp().reshape(())
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in ("log_scale", "bias"):  # checkpoints from before the [1] shape hold 0-d tensors
+            key = prefix + name
+            if key in state_dict and state_dict[key].ndim == 0:
+                state_dict[key] = state_dict[key].reshape(1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, audio: torch.Tensor, text: torch.Tensor, gather: bool = True) -> torch.Tensor:
         """audio, text: [n, D] L2-normalised local embeddings, row i of each a positive pair."""

@@ -15,6 +15,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
 from musiclm.data.datamodules import log_skipped
+from musiclm.distributed import configure_sharding
 from musiclm.log import log_matrix
 from musiclm.mulan.loss import ContrastiveLoss, world
 from musiclm.mulan.metrics import retrieval_metrics, zero_shot_accuracy
@@ -85,6 +86,8 @@ class MuLanModule(L.LightningModule):
         zero_shot_prompts: dict[str, list[str]] | None = None,
         projector_points: int = 500,
         matrix_size: int = 32,
+        # scale-out
+        activation_checkpointing: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -221,7 +224,7 @@ class MuLanModule(L.LightningModule):
         loss = self.loss_fn(audio, text)  # negatives gathered from every process
         bs = len(batch["text"])
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
-        self.log("train/temperature", 1.0 / self.loss_fn.scale.detach(), batch_size=bs)
+        self.log("train/temperature", self.loss_fn.temperature(), batch_size=bs)
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -284,6 +287,12 @@ class MuLanModule(L.LightningModule):
             )
 
     # ---------------------------------------------------------------- optimisation
+    def configure_model(self) -> None:
+        """Under ModelParallelStrategy (FSDP2): `fully_shard` each x-transformers Attention/FeedForward block of the
+        towers, then each tower, projection and the loss temperature as their own units; `activation_checkpointing`
+        recomputes the blocks' activations in backward (any strategy). Runs before `configure_optimizers`."""
+        configure_sharding(self, bool(self.hparams.get("activation_checkpointing", False)))
+
     def configure_optimizers(self):
         hp = self.hparams
         text_params = {id(p) for p in self.text_tower.parameters()} if hp.text_tower == "pretrained" else set()

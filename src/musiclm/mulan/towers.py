@@ -216,6 +216,9 @@ class PretrainedTextTower(TextTower):
         self.model = AutoModel.from_pretrained(path)
         self.max_length, self.out_dim = max_length, self.model.config.hidden_size
         self.train_layers = train_layers
+        if getattr(self.model, "pooler", None) is not None:
+            # mean pooling never uses BERT's pooler: left trainable it is an unused parameter, which DDP refuses
+            self.model.pooler.requires_grad_(False)
         if train_layers >= 0:
             self.model.requires_grad_(False)
             if train_layers > 0:
