@@ -49,12 +49,12 @@ def fit(module: L.LightningModule, steps: int) -> tuple[float, float, L.Trainer]
     return before, after, trainer
 
 
-def write_toy_token_shards(root) -> None:
+def write_toy_token_shards(root, vocab: dict | None = None) -> None:
     """The toy language as token shards (DESIGN.md schema), for the real TokenDataModule."""
     for split, n, seed in [("train", 64, 0), ("val", 16, 1)]:
         samples = toy_tokens(n, seed)
         make = lambda i: [token_sample(f"{split}-{i}", *samples[i].values(), {"caption": "toy"})]  # noqa: B023
-        write_split_shards(root, split, list(range(n)), make, items_per_shard=32)
+        write_split_shards(root, split, list(range(n)), make, items_per_shard=32, extra_manifest={"vocab": vocab})
 
 
 # -- layout -----------------------------------------------------------------------------------------------------
@@ -189,3 +189,12 @@ def test_musiclm_train_on_token_shards(stage, cls, tmp_path):
         assert module.generate(batch["mulan"], batch["semantic"][:, :4], seed=0).shape == (2, 2, 8)
     else:
         assert module.generate(batch["acoustic"][:, :2], seed=0).shape == (2, Q, 2 * TS)
+
+
+def test_tokens_from_models_with_other_vocabularies_are_refused(tmp_path):
+    """`make tokenize` records the upstream vocabularies; an LM configured for others says which flag to set."""
+    write_toy_token_shards(tmp_path / "tokens", vocab={"mulan_levels": QM, "mulan_codebook_size": CM, "semantic_codebook_size": 512})
+    args = [f"--data.data_dir={tmp_path / 'tokens'}", "--data.crop_seconds=null", f"--model.mulan_levels={QM}",
+            f"--model.mulan_codebook_size={CM}", "--model.dim=32", "--model.depth=1", "--model.heads=2", "--trainer.max_steps=1"]
+    with pytest.raises(ValueError, match="--model.semantic_codebook_size=512"):
+        train("semantic", str(tmp_path / "run"), "demo", "cpu", args)

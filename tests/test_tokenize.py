@@ -95,6 +95,7 @@ def test_tokenize_writes_aligned_streams_resumes_and_detects_staleness(tone_shar
     assert (out / "val" / first.split("/")[-1]).stat().st_mtime_ns == mtime
     dm = TokenDataModule(str(out), run=str(tiny_run), crop_seconds=0.8, batch_size=4, num_workers=0)
     dm.setup("fit")
+    assert dm.vocab["mulan_levels"] == 2 and dm.vocab["codec_levels"] == 3  # recorded for the LM stages' check
     batch = next(iter(dm.loader("train")))
     assert batch["semantic"].shape == (4, 20) and batch["acoustic"].shape == (4, 3, 40) and batch["mulan"].shape == (4, 2)
     assert batch["semantic_mask"].all() and batch["acoustic_mask"].all()

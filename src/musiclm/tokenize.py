@@ -57,6 +57,17 @@ def tokenize_waves(m: dict, waves: list[np.ndarray], sample_rate: int) -> list[t
     return [(mt[i], st[i], ac[i]) for i in range(len(waves))]
 
 
+def vocab(m: dict) -> dict[str, int]:
+    """The token streams' sizes, recorded in the manifest so the LM stages can check theirs against them."""
+    return {
+        "mulan_levels": m["mulan"].num_quantizers,
+        "mulan_codebook_size": m["mulan"].codebook_size,
+        "semantic_codebook_size": m["semantic_tokens"].num_clusters,
+        "codec_levels": m["codec"].num_quantizers,
+        "codec_codebook_size": m["codec"].codebook_size,
+    }
+
+
 def tokenize_shard(job: TokenJob, run: str, batch_size: int) -> list[dict]:
     m = models(run)
     ids = json.loads(job.ids)
@@ -92,7 +103,7 @@ def tokenize(run: str, dataset_dir: Path, out_dir: Path, splits=SPLITS, workers:
     if missing:
         load_model(run, missing[0])  # raises MissingArtifactError naming the make target
     ids_text = json.dumps(ids, sort_keys=True)
-    manifests = {}
+    manifests, sizes = {}, vocab(models(str(run)))
     for split in splits:
         jobs = [TokenJob(s, ids_text) for s in list_shards(dataset_dir / split)]
         if not jobs:
@@ -100,7 +111,7 @@ def tokenize(run: str, dataset_dir: Path, out_dir: Path, splits=SPLITS, workers:
         make = functools.partial(tokenize_shard, run=str(run), batch_size=batch_size)
         manifests[split] = write_split_shards(
             out_dir, split, jobs, make, items_per_shard=1, workers=workers,
-            extra_manifest={"checkpoint_ids": ids, "audio_dir": str(dataset_dir / split), "run": str(run)},
+            extra_manifest={"checkpoint_ids": ids, "audio_dir": str(dataset_dir / split), "run": str(run), "vocab": sizes},
         )  # fmt: skip
     return manifests
 

@@ -212,6 +212,12 @@ class TokenDataModule(L.LightningDataModule):
         if self.hparams.run is not None:
             check_token_freshness(self.data_dir, self.hparams.run)
 
+    @property
+    def vocab(self) -> dict[str, int] | None:
+        """Stream sizes of the models that made the tokens (`make tokenize` records them), None if unknown."""
+        path = self.data_dir / "train" / "manifest.json"
+        return json.loads(path.read_text()).get("vocab") if path.exists() else None
+
     def shards(self, split: str) -> list[str]:
         urls = list_shards(self.data_dir / split)
         if not urls:

@@ -130,6 +130,18 @@ class TokenStage(L.LightningModule):
             mask = mask & frame_mask.bool()[:, time.clamp(min=0).to(ce.device)]
         return ce, correct, mask, level.to(ce.device)
 
+    def on_fit_start(self) -> None:
+        """Refuse tokens from upstream models whose vocabularies differ from this stage's (a silent mismatch
+        would train on out-of-range or ignored ids)."""
+        sizes = getattr(self.trainer.datamodule, "vocab", None) or {}
+        hp = self.hparams
+        wrong = {k: v for k, v in sizes.items() if k in hp and hp[k] != v}
+        if "codec_levels" in sizes and "coarse_levels" in hp and not hp.coarse_levels < sizes["codec_levels"]:
+            wrong["coarse_levels"] = f"< {sizes['codec_levels']}"
+        if wrong:
+            fix = " ".join(f"--model.{k}={v}" for k, v in wrong.items())
+            raise ValueError(f"the token shards were made by models with other vocabularies: set {fix} (ARGS=... or the profile)")
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         log_skipped(self, batch)
         ce, correct, valid, _ = self.forward_loss(batch)
