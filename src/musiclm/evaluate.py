@@ -126,7 +126,7 @@ def evaluate(run: str, dataset: str, num_prompts: int = 32, seconds: float | Non
     for stage in ("semantic", "coarse", "fine"):
         report[f"lm.{stage}_val_loss"] = pick(validate_stage(run, stage), "val/loss")
     lm = MusicLM.from_run(run)
-    seconds = seconds or float(lm.coarse.hparams.get("crop_seconds", 4.0))
+    seconds = seconds or lm.coarse.hparams.window_frames / lm.coarse.hparams.acoustic_rate  # one coarse window
     gen = evaluate_generation(lm, test_prompts(dataset_dir, num_prompts), seconds, batch_size, cfg_scale, seed, plots)
     report.update({f"generation.{k}": v for k, v in gen.items()})
     return report
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--run", default="demo")
     p.add_argument("--dataset", default="synth")
     p.add_argument("--num-prompts", type=int, default=32)
-    p.add_argument("--seconds", type=float, default=None, help="generated length (default: the coarse stage's crop)")
+    p.add_argument("--seconds", type=float, default=None, help="generated length (default: one coarse-stage window)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--cfg-scale", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=0)
