@@ -44,9 +44,10 @@ def require_model(run: str | os.PathLike, stage: str) -> Path:
 
 
 def load_model(run: str | os.PathLike, stage: str, map_location: str | torch.device = "cpu") -> Any:
-    """Load a stage's `model.ckpt` in eval mode with no config (hyperparameters travel in the checkpoint)."""
+    """Load a stage's `model.ckpt` in eval mode with no config (hyperparameters travel in the checkpoint). The
+    hand-off holds only tensors, dicts and primitives, so it is read with `weights_only=True` (no pickled code)."""
     path = require_model(run, stage)
-    module = STAGES[stage].module_class().load_from_checkpoint(path, map_location=map_location, weights_only=False)
+    module = STAGES[stage].module_class().load_from_checkpoint(path, map_location=map_location, weights_only=True)
     return module.eval()
 
 

@@ -6,6 +6,10 @@ Anything that depends on the process group is decided when training starts (`set
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+from typing import Any
+
 import torch
 import torch.distributed as dist
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, ModelParallelStrategy
@@ -133,6 +137,44 @@ class FSDP2Strategy(ModelParallelStrategy):
                 raise ValueError(f"world size {world} is not a multiple of tensor_parallel_size {self._tensor_parallel_size}")
             self._data_parallel_size = world // int(self._tensor_parallel_size)
         super().setup_environment()
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], filepath, storage_options: Any | None = None) -> None:
+        """A sharded checkpoint is a folder written by every rank: write it beside the old one and swap them on rank
+        0, so a `kill -9` during the save leaves the previous complete checkpoint (`last.ckpt`, or `last.ckpt.old`
+        for the instant between the two renames, which `recover_checkpoint` puts back)."""
+        if not self._save_distributed_checkpoint:
+            return super().save_checkpoint(checkpoint, filepath, storage_options)
+        path = Path(self.broadcast(str(filepath)))
+        partial, old = path.with_name(path.name + ".partial"), path.with_name(path.name + ".old")
+        if self.global_rank == 0 and partial.exists():
+            shutil.rmtree(partial)  # left by a save that was killed half-way
+        self.barrier()
+        super().save_checkpoint(checkpoint, partial, storage_options)
+        self.barrier()
+        if self.global_rank == 0:
+            if old.exists():
+                _remove(old)
+            if path.exists():
+                path.rename(old)
+            partial.rename(path)
+            if old.exists():
+                _remove(old)
+        self.barrier()
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def recover_checkpoint(path: Path) -> Path | None:
+    """`path` if it exists; else its `.old` twin left by a save killed between two renames (moved back); else None."""
+    old = path.with_name(path.name + ".old")
+    if not path.exists() and old.exists():
+        try:
+            old.rename(path)
+        except FileNotFoundError:  # another rank moved it first
+            pass
+    return path if path.exists() else None
 
 
 class BlockFSDPStrategy(FSDPStrategy):

@@ -22,6 +22,7 @@ from torch.distributed.tensor import DTensor
 from lightning.pytorch.cli import LightningCLI
 
 from musiclm.artifacts import atomic_torch_save, handoff, model_path, stage_dir
+from musiclm.distributed import recover_checkpoint
 from musiclm.stages import STAGES
 
 CONFIG_ROOT = Path(__file__).resolve().parents[2] / "configs"
@@ -37,6 +38,30 @@ def config_layers(stage: str, profile: str, trainer: str, config_root: Path = CO
     return layers
 
 
+class LastCheckpoint(ModelCheckpoint):
+    """`checkpoints/last.ckpt` and nothing else, rewritten at every validation end (every train epoch end when there
+    is no validation) and when training stops: what a killed run resumes from. Lightning 2.6's own `save_last` with
+    `save_top_k=0` writes it only when training ends, so a `kill -9` would lose the whole run."""
+
+    def __init__(self, dirpath: str | Path) -> None:
+        super().__init__(dirpath=dirpath, save_last=True, save_top_k=0, enable_version_counter=False)
+
+    def _save_last_now(self, trainer: L.Trainer) -> None:
+        if not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_now(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_now(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save_last_now(trainer)
+
+
 class StageCLI(LightningCLI):
     """LightningCLI whose module/data classes come from the stage registry; it adds the run's TensorBoard logger
     and `checkpoints/last.ckpt` unless the config brings its own."""
@@ -47,7 +72,7 @@ class StageCLI(LightningCLI):
             config["logger"] = TensorBoardLogger(save_dir=str(out), name="tb", version="")
         given = config.get("callbacks") or []
         if not any(isinstance(c, ModelCheckpoint) for c in given):
-            callbacks.append(ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0))
+            callbacks.append(LastCheckpoint(out / "checkpoints"))
         if config["logger"] and not any(isinstance(c, LearningRateMonitor) for c in given):
             callbacks.append(LearningRateMonitor())
         return super()._instantiate_trainer(config, callbacks)
@@ -106,8 +131,8 @@ def train(stage: str, run: str, profile: str = "demo", trainer: str = "cpu", ext
     if isinstance(cli.trainer.strategy, ModelParallelStrategy) and not is_overridden("configure_model", cli.model):
         raise SystemExit(f"{stage} has no FSDP sharding (no transformer blocks to shard): train it with TRAINER=ddp")
     # a sharded (FSDP2) last.ckpt is a directory: it resumes on the same number of processes
-    last = stage_dir(run, stage) / "checkpoints" / "last.ckpt"
-    cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=str(last) if last.exists() else None)
+    last = recover_checkpoint(stage_dir(run, stage) / "checkpoints" / "last.ckpt")
+    cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=str(last) if last is not None else None)
     return export_model(cli.trainer, cli.model, model_path(run, stage))
 
 
