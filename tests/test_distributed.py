@@ -203,3 +203,113 @@ def test_sharded_run_killed_then_rerun_continues(data, tmp_path):
     initial, at_kill, final = lm_loss(ckpt["hyper_parameters"], None), lm_loss(ckpt["hyper_parameters"], saved_weights), lm_loss(ckpt["hyper_parameters"], ckpt["state_dict"])
     assert at_kill < initial - 0.1 and final < at_kill + 0.05, (initial, at_kill, final)
     assert artifacts.load_model(run, stage).generate(token_batch(1)["mulan"], 3, seed=0).shape == (1, 3)
+
+
+# -- trainer configs -----------------------------------------------------------------------------------------------
+
+
+def test_trainer_configs_build_their_strategies(data, tmp_path):
+    """fsdp.yaml -> ModelParallelStrategy (FSDP2, sharded checkpoints); fsdp_classic.yaml -> FSDPStrategy wrapping
+    exactly the x-transformers Attention/FeedForward blocks (checked against the real modules); ddp.yaml -> DDP."""
+    from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, ModelParallelStrategy
+    from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+    from musiclm.distributed import BlockFSDPStrategy, FSDP2Strategy, transformer_block_types
+    from musiclm.train import build_cli
+
+    def strategy(trainer: str, stage: str = "semantic", *extra: str):
+        cli = build_cli(stage, tmp_path / trainer, "tiny", trainer, [*stage_args(stage, data), "--trainer.accelerator=cpu", *extra])
+        return cli.trainer.strategy, cli.model
+
+    fsdp, _ = strategy("fsdp")
+    assert isinstance(fsdp, FSDP2Strategy) and isinstance(fsdp, ModelParallelStrategy) and fsdp._save_distributed_checkpoint
+    ddp, _ = strategy("ddp")
+    assert isinstance(ddp, DDPStrategy) and ddp.find_unused_parameters is None  # decided per module at fit time
+    blocks = set(transformer_block_types())
+    for stage in ("semantic", "mulan"):
+        classic, model = strategy("fsdp_classic", stage, "--trainer.devices=1", "--trainer.precision=32-true")
+        assert isinstance(classic, BlockFSDPStrategy) and isinstance(classic, FSDPStrategy)
+        policy = classic.kwargs["auto_wrap_policy"]
+        assert isinstance(policy, ModuleWrapPolicy) and set(policy._module_classes) == blocks
+        wrapped = [m for m in model.modules() if isinstance(m, tuple(blocks))]
+        depth = model.hparams.depth if stage == "semantic" else model.hparams.audio_depth + model.hparams.text_depth
+        assert len(wrapped) == 2 * depth  # one Attention and one FeedForward per layer
+    assert BlockFSDPStrategy(activation_checkpointing=True)._activation_checkpointing_kwargs
+
+
+# -- bf16 autocast -------------------------------------------------------------------------------------------------
+
+LOSS = {"mulan": "train/loss", "codec": "train/mel_loss", "semantic_tokens": "train/inertia",
+        "semantic": "train/loss", "coarse": "train/loss", "fine": "train/loss"}  # fmt: skip
+
+
+@pytest.mark.parametrize("stage", list(LOSS))
+def test_bf16_mixed_training_step_is_finite(stage, data, tmp_path):
+    """One optimisation step of the stage's tiny config under `--trainer.precision=bf16-mixed` on CPU: layers really
+    run in bf16 and the logged loss is finite."""
+    from torch import nn
+
+    from musiclm.artifacts import atomic_torch_save, handoff
+    from musiclm.train import build_cli
+
+    args = [*stage_args(stage, data), "--trainer.precision=bf16-mixed", "--trainer.max_steps=1", "--trainer.logger=false"]
+    if stage == "semantic_tokens":  # k-means needs a MuLan to read features from, and a step to initialise
+        from musiclm.mulan.module import MuLanModule
+
+        mulan = MuLanModule(sample_rate=16_000, window_seconds=1.0, n_mels=32, hop_length=320, patch_freq=16, patch_time=2,
+                            audio_dim=32, audio_depth=2, audio_heads=2, text_tower="scratch", text_dim=32, text_depth=1,
+                            text_heads=2, num_quantizers=2, codebook_size=8)  # fmt: skip
+        atomic_torch_save(handoff(mulan), tmp_path / "mulan.ckpt")
+        args += [f"--model.source={tmp_path / 'mulan.ckpt'}", "--trainer.max_steps=4"]
+    if stage == "codec":  # past gan_start_step, so the discriminators' step runs under autocast too
+        args.append("--trainer.max_steps=3")
+    cli = build_cli(stage, tmp_path / "run", "tiny", "cpu", args)
+    dtypes: set[torch.dtype] = set()
+    modules = list(cli.model.modules())
+    if stage == "semantic_tokens":  # the frozen feature extractor is kept out of the module tree
+        modules += list(cli.model.extractor.modules())
+    for m in modules:
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+            m.register_forward_hook(lambda _m, _i, out: dtypes.add(out.dtype) if isinstance(out, torch.Tensor) else None)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    loss = cli.trainer.callback_metrics[LOSS[stage]]
+    print(f"{stage} bf16-mixed step {cli.trainer.global_step}: {LOSS[stage]} = {loss.item():.4f}")
+    assert torch.isfinite(loss), loss
+    assert torch.bfloat16 in dtypes, dtypes
+    assert all(torch.isfinite(p).all() for p in cli.model.parameters())
+
+
+# -- safetensors -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stage", ["mulan", "semantic"])
+def test_export_safetensors_round_trip(stage, tmp_path, capsys):
+    """`musiclm export-safetensors` writes the hand-off's tensors plus its hyperparameters as JSON metadata; the file
+    loads back (no config) into a module equal to the one `load_model` gives."""
+    from safetensors import safe_open
+
+    from musiclm.artifacts import atomic_torch_save, handoff, load_safetensors
+    from musiclm.cli import main
+    from tests.dist_fsdp_grads import build
+
+    run = tmp_path / "run"
+    module = build(stage, False)
+    extra = {"mulan_quantizer": {"relative_error": 0.5}} if stage == "mulan" else {}
+    atomic_torch_save(handoff(module, {"data_dir": "data/x", "batch_size": 4}, global_step=7, **extra), artifacts.model_path(run, stage))
+    main(["export-safetensors", "--run", str(run), "--stage", stage])
+    path = artifacts.safetensors_path(run, stage)
+    assert f"wrote {path}" in capsys.readouterr().out
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    assert meta["stage"] == stage and json.loads(meta["global_step"]) == 7
+    assert json.loads(meta["hyper_parameters"]) == json.loads(json.dumps(dict(module.hparams)))
+    assert json.loads(meta["datamodule_hyper_parameters"])["batch_size"] == 4
+    got, ref = load_safetensors(path), artifacts.load_model(run, stage)
+    assert type(got) is type(ref) and not got.training and dict(got.hparams) == dict(ref.hparams)
+    a, b = got.state_dict(), ref.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="not a musiclm hand-off"):
+        from safetensors.torch import save_file
+
+        save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+        load_safetensors(tmp_path / "other.safetensors")

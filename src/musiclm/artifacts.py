@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import io
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -105,3 +108,58 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+# ---------------------------------------------------------------- safetensors
+SAFETENSORS_FORMAT = "musiclm-handoff/1"
+
+
+def safetensors_path(run: str | os.PathLike, stage: str) -> Path:
+    return stage_dir(run, stage) / "model.safetensors"
+
+
+def export_safetensors(run: str | os.PathLike, stage: str, out: str | os.PathLike | None = None) -> Path:
+    """A stage's `model.ckpt` hand-off as `.safetensors`: the state_dict tensors, and every other entry (hyper_parameters,
+    datamodule_hyper_parameters, global_step, ...) as JSON strings in the file's metadata, plus `stage` and `format`.
+    `load_safetensors` turns it back into the module with no config."""
+    from safetensors.torch import save
+
+    ckpt = torch.load(require_model(run, stage), map_location="cpu", weights_only=True)
+    tensors, seen = {}, set()
+    for k, v in ckpt["state_dict"].items():
+        v = v.detach().contiguous()
+        if v.numel() and v.data_ptr() in seen:  # safetensors refuses shared storage (tied weights): store a copy
+            v = v.clone()
+        seen.add(v.data_ptr())
+        tensors[k] = v
+    meta = {k: json.dumps(v, default=str) for k, v in ckpt.items() if k != "state_dict"}
+    meta.update(stage=stage, format=SAFETENSORS_FORMAT)
+    path = Path(out) if out is not None else safetensors_path(run, stage)
+    return atomic_write_bytes(path, save(tensors, metadata=meta))
+
+
+def load_safetensors(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """The module of a `.safetensors` hand-off written by `export_safetensors`, in eval mode, with no config."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != SAFETENSORS_FORMAT:
+        raise ValueError(f"{path} is not a musiclm hand-off (metadata format {meta.get('format')!r})")
+    ckpt = {k: json.loads(v) for k, v in meta.items() if k not in ("stage", "format")}
+    ckpt["state_dict"] = load_file(str(path))
+    buf = io.BytesIO()
+    torch.save(ckpt, buf)
+    buf.seek(0)
+    module = STAGES[meta["stage"]].module_class().load_from_checkpoint(buf, map_location=map_location, weights_only=True)
+    return module.eval()
+
+
+def export_safetensors_main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="musiclm export-safetensors", description=export_safetensors.__doc__)
+    p.add_argument("--run", required=True)
+    p.add_argument("--stage", required=True, choices=sorted(STAGES))
+    p.add_argument("--out", default=None, help="default: runs/RUN/STAGE/model.safetensors")
+    ns = p.parse_args(argv)
+    print(f"wrote {export_safetensors(ns.run, ns.stage, ns.out)}")

@@ -7,6 +7,7 @@
     musiclm generate --run R --text ...     text -> music
     musiclm eval [codec] --run R ...        metrics to reports/<RUN>/eval.json
     musiclm bench                           speed/memory figures to reports/bench.json
+    musiclm export-safetensors --run R --stage S   a model.ckpt hand-off as model.safetensors
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ COMMANDS: dict[str, str | dict[str, str]] = {
     "generate": "musiclm.pipeline:main",
     "eval": {"codec": "musiclm.codec.evaluate:main", "": "musiclm.evaluate:main"},
     "bench": "musiclm.bench:main",
+    "export-safetensors": "musiclm.artifacts:export_safetensors_main",
 }
 
 

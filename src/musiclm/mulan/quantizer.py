@@ -96,8 +96,8 @@ def fit_checkpoint(run: str, batches: int | None = None, epochs: int = 20, data_
     from musiclm.mulan.module import MuLanModule
 
     path = require_model(run, "mulan")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    module = MuLanModule.load_from_checkpoint(path, map_location="cpu", weights_only=False).eval()
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)  # a hand-off: tensors, dicts and primitives only
+    module = MuLanModule.load_from_checkpoint(path, map_location="cpu", weights_only=True).eval()
     data_hparams = dict(ckpt.get("datamodule_hyper_parameters") or {})
     if data_dir is not None:
         data_hparams["data_dir"] = data_dir

@@ -44,7 +44,7 @@ def build_extractor(extractor: str, source: str | None, layer: int, sample_rate:
         # reads; without clearing it the nested MuLan would take the tokenizer's hparams as its own.
         token = _given_hyperparameters.set(None)
         try:
-            mulan = MuLanModule.load_from_checkpoint(source, map_location="cpu", weights_only=False)
+            mulan = MuLanModule.load_from_checkpoint(source, map_location="cpu", weights_only=True)
         finally:
             _given_hyperparameters.reset(token)
         return MuLanFeatures(mulan, layer)
