@@ -103,6 +103,7 @@ def train_distributed(stage: str, run: Path, trainer: str, args: list[str], npro
 # -- DDP and FSDP2 fits whose hand-off loads on one process --------------------------------------------------------
 
 
+@pytest.mark.slow  # 2 processes
 @pytest.mark.parametrize("stage,trainer", [("mulan", "ddp"), ("mulan", "fsdp"), ("semantic", "ddp")])
 def test_two_process_fit_hands_off_a_full_checkpoint(stage, trainer, data, tmp_path):
     run = tmp_path / "run"
@@ -127,6 +128,7 @@ def test_two_process_fit_hands_off_a_full_checkpoint(stage, trainer, data, tmp_p
 # -- FSDP2 sharding is exact -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 2 processes
 def test_fsdp2_gradients_equal_one_process(tmp_path):
     """Every parameter is sharded, and the 2-rank loss and full gradients equal one process on the whole batch
     (MuLan: negatives gathered over ranks; the semantic LM with activation checkpointing: recomputation changes
@@ -172,6 +174,7 @@ def logged_steps(stage_dir: Path, tag: str = "train/loss") -> list[int]:
     return [e.step for e in events.Scalars(tag)]
 
 
+@pytest.mark.slow  # 2 processes
 def test_sharded_run_killed_then_rerun_continues(data, tmp_path):
     """FSDP2 semantic LM: kill -9 every rank once a sharded last.ckpt exists; the same command with a budget of two
     more steps restores it (weights, optimizer, step), runs only those steps, and its loss continues from the

@@ -6,6 +6,7 @@ Anything that depends on the process group is decided when training starts (`set
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,15 @@ from torch import nn
 
 def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def launcher_rank() -> int:
+    """This process's global rank as set by the launcher (torchrun's RANK, SLURM's SLURM_PROCID), 0 when launched
+    alone: lets a single-process step that follows training under `srun make ...` run once, not once per rank."""
+    for var in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
 
 
 def checkpoint_blocks(module: nn.Module, block_types: tuple[type[nn.Module], ...]) -> int:

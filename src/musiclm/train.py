@@ -125,14 +125,25 @@ def export_model(trainer: L.Trainer, module: L.LightningModule, path: Path) -> P
     return path
 
 
+def resume_path(out: Path) -> Path | None:
+    """What a re-run continues from: the newer of `checkpoints/last.ckpt` and the `hpc_ckpt_N.ckpt` Lightning's SLURM
+    environment saves on SIGUSR1 before a requeue. A sharded (FSDP2) checkpoint is a directory: it resumes on the
+    same number of processes."""
+    found = [recover_checkpoint(out / "checkpoints" / "last.ckpt")]
+    hpc = sorted(out.glob("hpc_ckpt_*.ckpt"), key=lambda p: int("".join(c for c in p.name if c.isdigit()) or 0))
+    if hpc:
+        found.append(recover_checkpoint(hpc[-1]))
+    found = [p for p in found if p is not None]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
 def train(stage: str, run: str, profile: str = "demo", trainer: str = "cpu", extra: list[str] | None = None) -> Path:
     """Fit one stage; resume from `checkpoints/last.ckpt` when it exists; export `model.ckpt`."""
     cli = build_cli(stage, run, profile, trainer, list(extra or []))
     if isinstance(cli.trainer.strategy, ModelParallelStrategy) and not is_overridden("configure_model", cli.model):
         raise SystemExit(f"{stage} has no FSDP sharding (no transformer blocks to shard): train it with TRAINER=ddp")
-    # a sharded (FSDP2) last.ckpt is a directory: it resumes on the same number of processes
-    last = recover_checkpoint(stage_dir(run, stage) / "checkpoints" / "last.ckpt")
-    cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=str(last) if last is not None else None)
+    resume = resume_path(stage_dir(run, stage))
+    cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=str(resume) if resume is not None else None)
     return export_model(cli.trainer, cli.model, model_path(run, stage))
 
 

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from vector_quantize_pytorch import ResidualVQ
 
 from musiclm.artifacts import atomic_torch_save, require_model
+from musiclm.distributed import launcher_rank
 
 
 def build_quantizer(dim: int, num_quantizers: int, codebook_size: int, kmeans_iters: int = 20) -> ResidualVQ:
@@ -128,4 +129,8 @@ def main(argv: list[str] | None = None) -> float:
     p.add_argument("--data-dir", default=None, help="override the data_dir recorded in the checkpoint")
     p.add_argument("--num-workers", type=int, default=None)
     ns = p.parse_args(argv)
+    rank = launcher_rank()
+    if rank != 0:  # every rank of `srun make train-mulan` / torchrun reaches this step: rank 0 alone rewrites the file
+        print(f"mulan quantizer: rank {rank} leaves the fit to rank 0")
+        return float("nan")
     return fit_checkpoint(ns.run, ns.batches, ns.epochs, ns.data_dir, ns.num_workers)
