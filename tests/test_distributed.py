@@ -204,6 +204,7 @@ def test_sharded_run_killed_then_rerun_continues(data, tmp_path):
     assert ckpt["global_step"] == saved + 2
     assert logged_steps(run / stage) == [saved, saved + 1]  # the rerun trained only the two missing steps
     initial, at_kill, final = lm_loss(ckpt["hyper_parameters"], None), lm_loss(ckpt["hyper_parameters"], saved_weights), lm_loss(ckpt["hyper_parameters"], ckpt["state_dict"])
+    print(f"checkpoint at step {saved} when killed, resumed to {saved + 2}; loss init {initial:.3f}, at kill {at_kill:.3f}, final {final:.3f}")
     assert at_kill < initial - 0.1 and final < at_kill + 0.05, (initial, at_kill, final)
     assert artifacts.load_model(run, stage).generate(token_batch(1)["mulan"], 3, seed=0).shape == (1, 3)
 
