@@ -60,6 +60,22 @@ def test_train_epoch_length_and_random_crops(tone_shards):
     assert any(t.startswith("a ") for t in texts) and any("," in t for t in texts)  # captions and tag lists
 
 
+def test_train_stream_is_reproducible_new_each_epoch_and_after_a_resume(tone_shards):
+    """Same seed -> same samples and crops; the next epoch and a resumed run (salted with its step) draw new ones."""
+
+    loader = dm(tone_shards, train_epoch_clips=16).loader("train")
+    first, second = keys_of(loader), keys_of(loader)
+    assert first == keys_of(dm(tone_shards, train_epoch_clips=16).loader("train"))  # reproducible
+    assert first != second  # a new epoch is a new draw, although the workers are kept
+
+    class Resumed:
+        global_step, global_rank, world_size = 120, 0, 1
+
+    resumed = dm(tone_shards, train_epoch_clips=16)
+    resumed.trainer = Resumed()
+    assert keys_of(resumed.loader("train")) != first
+
+
 def broken_or_tone(index: int) -> list[dict]:
     sample = tone_sample(index, "train", 0.5, 16_000)
     if index % 3 == 0:

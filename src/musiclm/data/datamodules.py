@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 from typing import Any, Literal
@@ -14,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from musiclm.audio import AudioError, crop, load_audio
-from musiclm.data.streams import collate, per_worker, shard_stream
+from musiclm.data.streams import collate, per_worker, shard_stream, train_seed
 from musiclm.data.shards import list_shards, read_manifest
 from musiclm.data.tokens import check_token_freshness, collate_tokens, decode_token_sample
 
@@ -38,8 +37,8 @@ def choose_text(meta: dict, mode: CaptionMode, rng: random.Random | None) -> str
 
 
 class AudioTextDecoder:
-    """Decode + crop one audio sample. Its RNG is seeded lazily inside each loader worker, so workers and ranks
-    draw different crops and caption choices (a copied RNG would make every worker identical)."""
+    """Decode + crop one audio sample. Its RNG is seeded lazily inside each loader worker from (seed, rank, worker),
+    so workers and ranks draw different crops and caption choices (a copied RNG would make every worker identical)."""
 
     def __init__(self, sample_rate: int, clip_samples: int, train: bool, caption_mode: CaptionMode, seed: int, rank: int):
         self.sample_rate, self.clip_samples, self.train, self.caption_mode = sample_rate, clip_samples, train, caption_mode
@@ -51,9 +50,7 @@ class AudioTextDecoder:
         if self._rng is None:
             info = torch.utils.data.get_worker_info()
             worker = info.id if info else 0
-            # eval crops are centred, so only training needs fresh randomness per run
-            salt = int.from_bytes(os.urandom(4), "little") if self.train else 0
-            self._rng = random.Random(hash((self.seed, self.rank, worker, salt)))
+            self._rng = random.Random(hash((self.seed, self.rank, worker)))
         return self._rng
 
     def __call__(self, sample: dict) -> dict[str, Any]:
@@ -109,7 +106,8 @@ class AudioTextDataModule(L.LightningDataModule):
     def dataset(self, split: str, rank: int = 0, world_size: int = 1):
         train = split == "train"
         hp = self.hparams
-        decode = AudioTextDecoder(hp.sample_rate, self.clip_samples, train, hp.caption_mode, hp.seed, rank)
+        seed = train_seed(hp.seed, self.trainer) if train else hp.seed
+        decode = AudioTextDecoder(hp.sample_rate, self.clip_samples, train, hp.caption_mode, seed, rank)
         epoch = None
         if train:
             total = hp.train_epoch_clips or read_manifest(self.data_dir / split)["num_samples"]
@@ -122,7 +120,7 @@ class AudioTextDataModule(L.LightningDataModule):
             rank=rank,
             world_size=world_size,
             shuffle_buffer=hp.shuffle_buffer,
-            seed=hp.seed,
+            seed=seed,
             samples_per_worker=epoch,
         )
 
@@ -133,7 +131,7 @@ class AudioTextDataModule(L.LightningDataModule):
             batch_size=self.hparams.batch_size,
             num_workers=self.hparams.num_workers,
             collate_fn=collate,
-            persistent_workers=False,
+            persistent_workers=self.hparams.num_workers > 0,  # workers keep their stream's epoch counter
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -169,7 +167,7 @@ class TokenDecoder:
         n_sem = frames if self.crop_seconds is None else min(frames, round(self.crop_seconds * self.semantic_rate))
         if self._rng is None:
             info = torch.utils.data.get_worker_info()
-            self._rng = random.Random(hash((self.seed, info.id if info else 0, os.getpid() if self.train else 0)))
+            self._rng = random.Random(hash((self.seed, info.id if info else 0)))
         last = frames - n_sem
         start = self._rng.randint(0, last) if self.train and last > 0 else max(0, last // 2)
         return {
@@ -226,21 +224,25 @@ class TokenDataModule(L.LightningDataModule):
 
     def dataset(self, split: str, rank: int = 0, world_size: int = 1):
         hp, train = self.hparams, split == "train"
-        decode = TokenDecoder(hp.crop_seconds, hp.semantic_rate, hp.acoustic_rate, train, hp.seed + rank)
+        seed = train_seed(hp.seed, self.trainer) if train else hp.seed
+        decode = TokenDecoder(hp.crop_seconds, hp.semantic_rate, hp.acoustic_rate, train, hash((seed, rank)))
         epoch = None
         if train:
             total = hp.train_epoch_clips or read_manifest(self.data_dir / split)["num_samples"]
             epoch = per_worker(total, world_size, hp.num_workers)
         return shard_stream(
             self.shards(split), decode, (KeyError, ValueError), train=train, rank=rank, world_size=world_size,
-            shuffle_buffer=hp.shuffle_buffer, seed=hp.seed, samples_per_worker=epoch,
+            shuffle_buffer=hp.shuffle_buffer, seed=seed, samples_per_worker=epoch,
         )  # fmt: skip
 
     def loader(self, split: str) -> DataLoader:
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         hp = self.hparams
-        return DataLoader(self.dataset(split, rank, world), batch_size=hp.batch_size, num_workers=hp.num_workers, collate_fn=collate_tokens)
+        return DataLoader(
+            self.dataset(split, rank, world), batch_size=hp.batch_size, num_workers=hp.num_workers,
+            collate_fn=collate_tokens, persistent_workers=hp.num_workers > 0,
+        )  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
         return self.loader("train")

@@ -2,7 +2,8 @@
 
 Training streams resample shards with replacement (`ResampledShards` + `with_epoch`): every rank and worker gets an
 endless, differently seeded stream, so fewer shards than workers cannot hang and an epoch has a fixed length on any
-number of nodes. Evaluation reads every shard once and splits *samples* round-robin over (rank, worker), so each
+number of nodes. They are reproducible for a seed (`train_seed`): webdataset cannot resume mid-stream, so a resumed
+run salts the seed with its restored step instead of replaying the first samples. Evaluation reads every shard once and splits *samples* round-robin over (rank, worker), so each
 val/test sample is seen exactly once per epoch whatever the shard count.
 """
 
@@ -70,13 +71,22 @@ def shard_stream(
     """A webdataset pipeline yielding decoded samples (batching happens in the DataLoader)."""
     read = wds.tarfile_to_samples(handler=wds.warn_and_continue)
     if train:
-        stages: list[Any] = [wds.ResampledShards(urls, seed=seed), read]
+        # deterministic: seeded by (rank, worker, epoch, seed), not the clock; the epoch counter advances because
+        # the loaders keep their workers (persistent_workers)
+        stages: list[Any] = [wds.ResampledShards(urls, seed=seed, deterministic=True), read]
         if shuffle_buffer > 1:
-            stages.append(wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 64)))
+            stages.append(wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 64), seed=seed))
         stages.append(skip_bad(decode, errors))
         pipe = wds.DataPipeline(*stages)
         return pipe.with_epoch(samples_per_worker) if samples_per_worker else pipe
     return wds.DataPipeline(wds.SimpleShardList(urls), read, split_samples(rank, world_size), skip_bad(decode, errors))
+
+
+def train_seed(seed: int, trainer) -> int:
+    """The training streams' seed: the data module's `seed`, salted with the global step the trainer restored (0 on
+    a fresh run), so runs repeat exactly and a resumed run draws new samples."""
+    step = trainer.global_step if trainer is not None else 0
+    return seed if step == 0 else hash((seed, step)) % 2**31
 
 
 def per_worker(total: int, world_size: int, num_workers: int) -> int:
