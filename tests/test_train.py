@@ -7,6 +7,7 @@ import torch
 
 from musiclm import artifacts
 from musiclm.train import config_layers, train
+from tests.conftest import make_tone_shards
 
 TINY_MULAN = [
     "--model.audio_dim=32", "--model.audio_depth=1", "--model.audio_heads=2", "--model.n_mels=32", "--model.patch_freq=16",
@@ -42,6 +43,17 @@ def test_train_exports_resumes_and_hands_off(tone_shards, tmp_path):
     module = artifacts.load_model(run, "mulan")
     assert not module.training and module.hparams.audio_dim == 32
     assert (path.parent / "tb").is_dir()
+
+
+def test_changed_inputs_start_fresh_and_keep_the_old_checkpoints(tone_shards, tmp_path):
+    """make rebuilds a stage when its inputs changed; resuming last.ckpt then would mix old and new training data."""
+    run = str(tmp_path / "run")
+    train("mulan", run, "demo", "cpu", TINY_MULAN + ["--trainer.max_steps=3", f"--data.data_dir={tone_shards}"])
+    other = make_tone_shards(tmp_path / "other", {"train": 8, "val": 4}, seconds=1.0)
+    path = train("mulan", run, "demo", "cpu", TINY_MULAN + ["--trainer.max_steps=2", f"--data.data_dir={other}"])
+    assert torch.load(path, map_location="cpu", weights_only=True)["global_step"] == 2  # a resume would stop at 3
+    [stale] = path.parent.glob("checkpoints.stale-*")
+    assert (stale / "last.ckpt").is_file()
 
 
 def test_missing_artifact_names_the_make_target(tmp_path):

@@ -7,6 +7,9 @@ configs/profile/<profile>/<stage>.yaml -> any `--section.key=value` the user add
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from torch.distributed.tensor import DTensor
 from lightning.pytorch.cli import LightningCLI
 
-from musiclm.artifacts import atomic_torch_save, handoff, model_path, stage_dir
+from musiclm.artifacts import atomic_torch_save, atomic_write_bytes, file_id, handoff, model_path, stage_dir
 from musiclm.distributed import recover_checkpoint
 from musiclm.stages import STAGES
 
@@ -137,12 +140,44 @@ def resume_path(out: Path) -> Path | None:
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
+def input_ids(cli: LightningCLI) -> dict[str, str]:
+    """What a stage's checkpoints are trained from: the training shards (by their checksums, which identify the
+    upstream checkpoints for token shards) and a `source` checkpoint (the semantic tokenizer's MuLan)."""
+    ids = {}
+    manifest = Path(cli.datamodule.hparams.get("data_dir", "")) / "train" / "manifest.json"
+    if manifest.is_file():
+        sums = "".join(s["sha256"] for s in json.loads(manifest.read_text()).get("shards", []))
+        ids["data"] = hashlib.sha256(sums.encode()).hexdigest()[:16]
+    source = cli.model.hparams.get("source")
+    if source and Path(source).is_file():
+        ids["source"] = file_id(source)
+    return ids
+
+
+def inputs_changed(out: Path, ids: dict[str, str]) -> bool:
+    """True when `out`'s checkpoints were trained from other inputs (then make rebuilt the target because an
+    upstream changed, and resuming would mix the two). Rank 0 moves them aside, nothing is deleted, and records the
+    new inputs; every rank decides the same way whatever the order."""
+    record, ckpts = out / "inputs.json", out / "checkpoints"
+    changed = record.is_file() and json.loads(record.read_text()) != ids
+    if rank_zero_only.rank == 0:
+        if changed and ckpts.exists():
+            stale = out / f"checkpoints.stale-{time.strftime('%Y%m%d-%H%M%S')}"
+            ckpts.rename(stale)
+            print(f"{out}: inputs changed since its checkpoints ({record.read_text().strip()} -> {ids}); "
+                  f"starting fresh, the old checkpoints are in {stale}")  # fmt: skip
+        atomic_write_bytes(record, json.dumps(ids).encode())
+    return changed
+
+
 def train(stage: str, run: str, profile: str = "demo", trainer: str = "cpu", extra: list[str] | None = None) -> Path:
-    """Fit one stage; resume from `checkpoints/last.ckpt` when it exists; export `model.ckpt`."""
+    """Fit one stage; resume from `checkpoints/last.ckpt` when it exists and its inputs are unchanged; export
+    `model.ckpt`."""
     cli = build_cli(stage, run, profile, trainer, list(extra or []))
     if isinstance(cli.trainer.strategy, ModelParallelStrategy) and not is_overridden("configure_model", cli.model):
         raise SystemExit(f"{stage} has no FSDP sharding (no transformer blocks to shard): train it with TRAINER=ddp")
-    resume = resume_path(stage_dir(run, stage))
+    fresh = inputs_changed(stage_dir(run, stage), input_ids(cli))
+    resume = None if fresh else resume_path(stage_dir(run, stage))
     cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=str(resume) if resume is not None else None)
     return export_model(cli.trainer, cli.model, model_path(run, stage))
 
