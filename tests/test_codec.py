@@ -215,3 +215,21 @@ def test_opus_reference_is_aligned_and_at_the_asked_bitrate():
     assert y.shape == x.shape and np.isfinite(y).all()
     assert 4.0 < kbps < 10.0  # Ogg overhead on a 1-s clip
     assert np.corrcoef(x, y)[0, 1] > 0.5  # aligned: a misaligned tone would decorrelate
+
+
+def test_kmeans_init_over_collected_latents(tmp_path):
+    # 2 batches of 4 x 40 frames < 320 vectors: the quantizer is bypassed (codes -1) until enough latents are collected,
+    # then every level is k-means initialised on them and used from the next step on.
+    m = tiny(kmeans_init_vectors=320, gan_start_step=10_000, codebook_dim=4)
+    assert not bool(m.kmeans_done) and m.generator.quantizer.project_in.out_features == 4
+    _trainer(tmp_path, 2, limit_val_batches=0).fit(m, _loader(8))
+    assert bool(m.kmeans_done)
+    assert all(bool(layer._codebook.initted) for layer in m.generator.quantizer.layers)
+    codes = m.encode(tones(8, 1600, seed=3))
+    assert codes.min() >= 0 and len(codes[:, 0].unique()) > 1  # not collapsed onto one code
+
+
+def test_encoder_latents_start_centred():
+    # zero-initialised encoder biases: at init the latents vary around 0 instead of sitting on a constant offset
+    z = tiny().generator.encoder(tones(4, 1600)[:, None]).transpose(1, 2).reshape(-1, TINY["latent_dim"])
+    assert z.mean(0).norm() < z.std(0).mean() * math.sqrt(TINY["latent_dim"])

@@ -83,6 +83,8 @@ def evaluate_codec(
     max_seconds: float = 10.0, seed: int = 0,
 ) -> dict:  # fmt: skip
     model: CodecModule = load_model(run, "codec")
+    if model.hparams.get("cpu_threads"):  # the profile's choice for this small model on a shared CPU (see module.setup)
+        torch.set_num_threads(model.hparams.cpu_threads)
     ckpt = torch.load(require_model(run, "codec"), map_location="cpu", weights_only=False)
     torch.manual_seed(seed)
     untrained = CodecModule(**{k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}).eval()

@@ -69,6 +69,12 @@ class Encoder(nn.Module):
             c *= 2
         layers += [nn.ELU(), CausalConv1d(c, latent_dim, 3)]
         self.net = nn.Sequential(*layers)
+        # Zero biases: with PyTorch's default (uniform) biases the latents start as a constant offset with a spread
+        # ~50x smaller than it (the signal shrinks through the strided convs, the biases do not), so the optimiser's
+        # first bias updates move the whole cloud away from the k-means codebook and the quantizer collapses.
+        for m in self.modules():
+            if isinstance(m, CausalConv1d):
+                nn.init.zeros_(m.conv.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -148,6 +154,8 @@ class SoundStream(nn.Module):
         ema_decay: float = 0.99,
         dead_code_threshold: float = 0.5,
         commitment_weight: float = 1.0,
+        codebook_dim: int | None = None,
+        use_cosine_sim: bool = False,
     ):
         super().__init__()
         self.strides = list(strides)
@@ -156,6 +164,8 @@ class SoundStream(nn.Module):
         self.decoder = Decoder(channels, self.strides, latent_dim, kernel)
         self.quantizer = ResidualVQ(
             dim=latent_dim,
+            codebook_dim=codebook_dim,  # None: quantize the latent itself; else a learned projection to this size
+            use_cosine_sim=use_cosine_sim,
             num_quantizers=num_quantizers,
             codebook_size=codebook_size,
             quantize_dropout=quantizer_dropout,

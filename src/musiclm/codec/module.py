@@ -52,8 +52,11 @@ class CodecModule(L.LightningModule):
         codebook_size: int = 1024,
         quantizer_dropout: bool = True,
         kmeans_iters: int = 10,
+        kmeans_init_vectors: int = 0,
         ema_decay: float = 0.99,
         dead_code_threshold: float = 0.5,
+        codebook_dim: int | None = None,
+        use_cosine_sim: bool = False,
         # discriminators
         stft_ffts: list[int] = [2048, 1024, 512],  # noqa: B006
         stft_channels: int = 32,
@@ -77,18 +80,25 @@ class CodecModule(L.LightningModule):
         # validation
         val_quantizers: list[int] = [1, 2, 4, 8, 12],  # noqa: B006
         val_examples: int = 2,
+        # runtime
+        cpu_threads: int | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.generator = SoundStream(
             channels, strides, latent_dim, kernel, num_quantizers, codebook_size, quantizer_dropout, kmeans_iters, ema_decay,
-            dead_code_threshold, commitment_weight=1.0,
+            dead_code_threshold, commitment_weight=1.0, codebook_dim=codebook_dim, use_cosine_sim=use_cosine_sim,
         )  # fmt: skip
         self.discriminators = Discriminators(stft_ffts, stft_channels, periods, period_channels)
         self.mel_loss = MultiResolutionMelLoss(sample_rate, mel_windows, mel_bands)
         self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
         self.register_buffer("skipped_nonfinite", torch.zeros((), dtype=torch.long))
+        # kmeans_init_vectors > 0: the first steps train encoder/decoder without the quantizer while collecting latents,
+        # then every level is k-means initialised on that many vectors (not on one batch, which can hold fewer vectors
+        # than the codebook has codes and gives a codebook of duplicates).
+        self.register_buffer("kmeans_done", torch.tensor(kmeans_init_vectors <= 0))
+        self._kmeans_buffer: list[torch.Tensor] = []
 
     # ---------------------------------------------------------------- public API used by downstream stages
     @property
@@ -163,6 +173,14 @@ class CodecModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         # The process group exists by now (not when __init__ ran): decide codebook syncing here.
         set_codebook_sync(self.generator.quantizer, is_distributed())
+        # Intra-op threads on CPU: this model's ops are small (8-32 channels), so on a shared machine every parallel
+        # region waits on a descheduled thread; 1 thread (plus the loader worker) was ~10x faster than 2 at load ~5.
+        if self.hparams.cpu_threads and self._trainer is not None and self._trainer.strategy.root_device.type == "cpu":
+            torch.set_num_threads(self.hparams.cpu_threads)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # checkpoints from before kmeans_init_vectors existed were initialised by their first batch
+        checkpoint["state_dict"].setdefault("kmeans_done", torch.tensor(True))
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -197,7 +215,10 @@ class CodecModule(L.LightningModule):
         opt_g, opt_d = self.optimizers()
         sch_g, sch_d = self.lr_schedulers()
         x = self._crop(batch["audio"])
-        y, codes, commit = self.generator(x[:, None])
+        if bool(self.kmeans_done):
+            y, codes, commit = self.generator(x[:, None])
+        else:
+            y, codes, commit = self._collect_for_kmeans(x[:, None])
         y = y[:, 0]
         logs: dict[str, torch.Tensor] = {}
         gan = int(self.generator_steps) >= hp.gan_start_step
@@ -231,6 +252,34 @@ class CodecModule(L.LightningModule):
             logs[f"codebook/usage_q{q + 1}"] = usage[q]
         self.log_dict(logs, prog_bar=False)
         self.log("train/mel_loss", mel.detach(), prog_bar=True)
+
+    def _collect_for_kmeans(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Generator pass with the quantizer bypassed; latents are kept until `kmeans_init_vectors` are collected,
+        then the codebooks are k-means initialised on the most recent ones."""
+        g, n = self.generator, self.hparams.kmeans_init_vectors
+        z = g.encoder(g.pad(wave))
+        self._kmeans_buffer.append(z.detach().transpose(1, 2).reshape(-1, z.shape[1]))
+        if sum(len(b) for b in self._kmeans_buffer) >= n:
+            self.init_codebooks(torch.cat(self._kmeans_buffer)[-n:])
+            self._kmeans_buffer.clear()
+        codes = torch.full((z.shape[0], self.num_quantizers, z.shape[-1]), -1, dtype=torch.long, device=z.device)
+        return g.decoder(z), codes, z.new_zeros(())
+
+    @torch.no_grad()
+    def init_codebooks(self, latents: torch.Tensor) -> None:
+        """K-means initialise every level of the residual VQ on `latents` [N, latent_dim] (level l on the residuals
+        left by levels < l), then use the quantizer from the next step on."""
+        rvq = self.generator.quantizer
+        for layer in rvq.layers:
+            layer._codebook.initted.fill_(False)
+        dropout, was_training = rvq.quantize_dropout, rvq.training
+        rvq.quantize_dropout = False
+        try:
+            rvq.train()(latents[None])
+        finally:
+            rvq.quantize_dropout = dropout
+            rvq.train(was_training)
+        self.kmeans_done.fill_(True)
 
     # ---------------------------------------------------------------- validation
     def val_levels(self) -> list[int]:
