@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -68,7 +69,8 @@ def vocab(m: dict) -> dict[str, int]:
     }
 
 
-def tokenize_shard(job: TokenJob, run: str, batch_size: int) -> list[dict]:
+def tokenize_shard(job: TokenJob, run: str, batch_size: int, threads: int) -> list[dict]:
+    torch.set_num_threads(threads)  # workers x threads = cores: oversubscribed OpenMP threads spin and stall
     m = models(run)
     ids = json.loads(job.ids)
     samples = list(iter_tar_samples(job.shard))
@@ -108,7 +110,8 @@ def tokenize(run: str, dataset_dir: Path, out_dir: Path, splits=SPLITS, workers:
         jobs = [TokenJob(s, ids_text) for s in list_shards(dataset_dir / split)]
         if not jobs:
             raise FileNotFoundError(f"no audio shards in {dataset_dir / split}: build them with `make data`")
-        make = functools.partial(tokenize_shard, run=str(run), batch_size=batch_size)
+        threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+        make = functools.partial(tokenize_shard, run=str(run), batch_size=batch_size, threads=threads)
         manifests[split] = write_split_shards(
             out_dir, split, jobs, make, items_per_shard=1, workers=workers,
             extra_manifest={"checkpoint_ids": ids, "audio_dir": str(dataset_dir / split), "run": str(run), "vocab": sizes},
