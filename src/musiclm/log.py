@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 
 def _experiment(logger):
@@ -18,12 +16,18 @@ def _experiment(logger):
     return exp if exp is not None and hasattr(exp, "add_image") else None
 
 
-def figure_to_array(fig) -> np.ndarray:
-    """Render a matplotlib figure to an HWC uint8 array and close it."""
+def new_figure(figsize: tuple[float, float]) -> Figure:
+    """A figure on its own Agg canvas, outside pyplot: logging never switches the backend of a notebook that
+    imports this module (its plots would stop showing) and leaves no open pyplot figures."""
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def figure_to_array(fig: Figure) -> np.ndarray:
+    """Render a figure to an HWC uint8 array."""
     fig.canvas.draw()
-    img = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-    plt.close(fig)
-    return img
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 
 
 def spectrogram_figure(mels: list[torch.Tensor] | torch.Tensor, titles: list[str] | None = None, frame_rate: float | None = None):
@@ -31,7 +35,8 @@ def spectrogram_figure(mels: list[torch.Tensor] | torch.Tensor, titles: list[str
     mels = [m.detach().float().cpu() for m in (mels if isinstance(mels, (list, tuple)) else [mels])]
     vmin = min(float(m.min()) for m in mels)
     vmax = max(float(m.max()) for m in mels)
-    fig, axes = plt.subplots(len(mels), 1, figsize=(8, 2.2 * len(mels)), squeeze=False)
+    fig = new_figure((8, 2.2 * len(mels)))
+    axes = fig.subplots(len(mels), 1, squeeze=False)
     for i, m in enumerate(mels):
         ax = axes[i, 0]
         extent = None if frame_rate is None else (0, m.shape[-1] / frame_rate, 0, m.shape[0])
@@ -49,7 +54,6 @@ def save_spectrogram_png(path: str | Path, mel: torch.Tensor, title: str = "", f
     path.parent.mkdir(parents=True, exist_ok=True)
     fig = spectrogram_figure(mel, [title] if title else None, frame_rate)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
@@ -70,7 +74,8 @@ def log_matrix(logger, tag: str, matrix: torch.Tensor, step: int, xlabel: str = 
     exp = _experiment(logger)
     if exp is None:
         return
-    fig, ax = plt.subplots(figsize=(5, 4.5))
+    fig = new_figure((5, 4.5))
+    ax = fig.subplots()
     im = ax.imshow(matrix.detach().float().cpu().numpy(), cmap="viridis")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
