@@ -121,3 +121,12 @@ def test_ffmpeg_made_mp3_decodes(tmp_path):
     mp3 = tmp_path / "a.mp3"
     subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", wav, "-b:a", "64k", mp3], check=True)
     assert len(load_audio(mp3, 22_050)) > 20_000
+
+
+def test_batch_resampling_matches_one_clip_at_a_time():
+    from musiclm.audio import resample, resample_batch
+
+    waves = torch.randn(3, 4800)
+    one_by_one = torch.stack([torch.from_numpy(resample(w.numpy(), 24_000, 16_000)) for w in waves])
+    assert torch.equal(resample_batch(waves, 24_000, 16_000), one_by_one)
+    assert resample_batch(waves, 16_000, 16_000) is waves

@@ -99,6 +99,13 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return soxr.resample(x, sr_in, sr_out, quality="HQ").astype(np.float32, copy=False)
 
 
+def resample_batch(waves: torch.Tensor, sr_in: int, sr_out: int) -> torch.Tensor:
+    """[B, T] float waves -> [B, T'] at `sr_out`, the batch resampled in one soxr call (its channels)."""
+    if sr_in == sr_out:
+        return waves
+    return torch.from_numpy(resample(waves.detach().cpu().numpy().T, sr_in, sr_out).T.copy())
+
+
 def rms_db(x: np.ndarray | torch.Tensor) -> float:
     """Root-mean-square level in dBFS (-inf for digital silence)."""
     x = torch.as_tensor(x, dtype=torch.float32)

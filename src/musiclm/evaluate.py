@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from musiclm.artifacts import atomic_write_bytes, load_model, require_model, run_dir
-from musiclm.audio import load_audio, resample
+from musiclm.audio import load_audio
 from musiclm.data.shards import iter_tar_samples, list_shards
-from musiclm.log import save_spectrogram_png
+from musiclm.log import save_wave_spectrogram_png
 from musiclm.metrics.fad import FrechetAudioDistance, logmel_stats_embedding
 from musiclm.metrics.mcc import MuLanCycleConsistency
 from musiclm.metrics.tempo import TempoAdherence
@@ -30,7 +30,7 @@ from musiclm.stages import STAGES
 
 def validate_stage(run: str, stage: str, **data_overrides) -> dict[str, float]:
     """Run the stage's validation loop on its val split; returns the logged metrics."""
-    ckpt = torch.load(require_model(run, stage), map_location="cpu", weights_only=False)
+    ckpt = torch.load(require_model(run, stage), map_location="cpu", weights_only=True)
     module = load_model(run, stage)
     data_class = STAGES[stage].data_class()
     accepted = inspect.signature(data_class).parameters  # drops LightningCLI's bookkeeping (_instantiator, ...)
@@ -65,7 +65,7 @@ def test_prompts(dataset_dir: Path, n: int) -> list[dict]:
 def evaluate_generation(
     lm: MusicLM, prompts: list[dict], seconds: float, batch_size: int, cfg_scale: float, seed: int, plots: Path | None
 ) -> dict[str, float]:
-    mulan_sr, sr = lm.mulan.sample_rate, lm.sample_rate
+    sr = lm.sample_rate
     mcc, fad_mulan, fad_logmel, tempo = MuLanCycleConsistency(), FrechetAudioDistance(), FrechetAudioDistance(), TempoAdherence()
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start : start + batch_size]
@@ -73,10 +73,8 @@ def evaluate_generation(
         result = lm.generate(texts, seconds=seconds, cfg_scale=cfg_scale, seed=seed + start, progress=False)
         fake = result.waves
         real = torch.stack([torch.from_numpy(_fit(load_audio(p["flac"], sr), fake.shape[-1])) for p in batch])
+        fake_emb, real_emb = lm.embed_audio(fake), lm.embed_audio(real)
         with torch.inference_mode():
-            fake_m = torch.stack([torch.from_numpy(resample(w.numpy(), sr, mulan_sr)) for w in fake])
-            real_m = torch.stack([torch.from_numpy(resample(w.numpy(), sr, mulan_sr)) for w in real])
-            fake_emb, real_emb = lm.mulan.encode_audio(fake_m).cpu(), lm.mulan.encode_audio(real_m).cpu()
             mcc.update(lm.mulan.encode_text(texts).cpu(), fake_emb)
         fad_mulan.update(real_emb, real=True)
         fad_mulan.update(fake_emb, real=False)
@@ -85,11 +83,8 @@ def evaluate_generation(
         bpm = [p["meta"].get("attributes", {}).get("tempo_bpm", math.nan) for p in batch]
         tempo.update(fake, torch.tensor(bpm, dtype=torch.float64), sr)  # NaN targets are skipped one by one
         if plots is not None and start == 0:
-            from musiclm.audio import log_mel
-
             for i, w in enumerate(fake[:4]):
-                mel = log_mel(w, sr, n_fft=1024, hop_length=sr // 100, n_mels=80)
-                save_spectrogram_png(plots / f"generated_{i}.png", mel, texts[i][:90], frame_rate=100.0)
+                save_wave_spectrogram_png(plots / f"generated_{i}.png", w, sr, texts[i][:90])
     c, t = mcc.compute(), tempo.compute()
     return {
         "mcc": float(c["mcc"]),

@@ -57,6 +57,14 @@ def save_spectrogram_png(path: str | Path, mel: torch.Tensor, title: str = "", f
     return path
 
 
+def save_wave_spectrogram_png(path: str | Path, wave: torch.Tensor, sample_rate: int, title: str = "") -> Path:
+    """A waveform's 80-band log-mel at 100 frames/s as a PNG (generated audio beside its wav, eval plots)."""
+    from musiclm.audio import log_mel
+
+    mel = log_mel(wave, sample_rate, n_fft=1024, hop_length=sample_rate // 100, n_mels=80)
+    return save_spectrogram_png(path, mel, title, frame_rate=100.0)
+
+
 def log_spectrograms(logger, tag: str, mels, step: int, titles: list[str] | None = None, frame_rate: float | None = None) -> None:
     exp = _experiment(logger)
     if exp is not None:

@@ -17,8 +17,8 @@ import torch
 from tqdm import tqdm
 
 from musiclm.artifacts import atomic_write_bytes, load_model, run_dir
-from musiclm.audio import log_mel, save_audio
-from musiclm.log import save_spectrogram_png
+from musiclm.audio import resample_batch, save_audio
+from musiclm.log import save_wave_spectrogram_png
 
 STAGES = ("mulan", "semantic", "coarse", "fine", "codec")
 
@@ -102,15 +102,15 @@ class MusicLM:
         )  # fmt: skip
 
     @torch.inference_mode()
-    def similarity(self, texts: list[str], waves: torch.Tensor) -> torch.Tensor:
-        """MuLan cosine between each prompt and the audio made for it (resampled to MuLan's rate)."""
-        from musiclm.audio import resample
+    def embed_audio(self, waves: torch.Tensor) -> torch.Tensor:
+        """MuLan audio embeddings [B, D] (CPU) of waves [B, T] at the codec's rate."""
+        waves = resample_batch(waves, self.sample_rate, self.mulan.sample_rate)
+        return self.mulan.encode_audio(waves.to(self.device)).cpu()
 
-        if self.mulan.sample_rate != self.sample_rate:
-            waves = torch.stack([torch.from_numpy(resample(w.numpy(), self.sample_rate, self.mulan.sample_rate)) for w in waves])
-        t = self.mulan.encode_text(texts)
-        a = self.mulan.encode_audio(waves.to(self.device))
-        return (t * a).sum(-1).cpu()
+    @torch.inference_mode()
+    def similarity(self, texts: list[str], waves: torch.Tensor) -> torch.Tensor:
+        """MuLan cosine between each prompt and the audio made for it."""
+        return (self.mulan.encode_text(texts).cpu() * self.embed_audio(waves)).sum(-1)
 
 
 def slug(text: str, i: int) -> str:
@@ -126,8 +126,7 @@ def write_outputs(lm: MusicLM, result: Generation, out_dir: Path, offset: int = 
     for i, (text, wave) in enumerate(zip(result.texts, result.waves)):
         name = slug(text, offset + i)
         wav = save_audio(out_dir / f"{name}.wav", wave, result.sample_rate)
-        mel = log_mel(wave, result.sample_rate, n_fft=1024, hop_length=result.sample_rate // 100, n_mels=80)
-        save_spectrogram_png(out_dir / f"{name}.png", mel, title=text, frame_rate=100.0)
+        save_wave_spectrogram_png(out_dir / f"{name}.png", wave, result.sample_rate, text)
         info = {
             "prompt": text,
             "settings": result.settings,

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from musiclm.artifacts import handoff, load_model
-from musiclm.audio import AudioError, load_audio, resample
+from musiclm.audio import AudioError, load_audio, resample_batch
 from musiclm.data.shards import SPLITS, iter_tar_samples, list_shards, write_split_shards
 from musiclm.data.tokens import TOKEN_STAGES, current_ids, token_sample
 
@@ -48,7 +48,7 @@ def tokenize_waves(m: dict, waves: list[np.ndarray], sample_rate: int) -> list[t
     mulan, sem, codec = m["mulan"], m["semantic_tokens"], m["codec"]
 
     def at(rate: int) -> torch.Tensor:
-        return torch.stack([torch.from_numpy(resample(w, sample_rate, rate)) for w in waves])
+        return resample_batch(torch.from_numpy(np.stack(waves)), sample_rate, rate)
 
     mt = mulan.tokens_from_audio(at(mulan.sample_rate))
     st = sem.tokenize(at(sem.hparams.sample_rate))

@@ -21,11 +21,10 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 import torch
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-from torch.distributed.tensor import DTensor
 from lightning.pytorch.cli import LightningCLI
 
 from musiclm.artifacts import atomic_torch_save, atomic_write_bytes, file_id, handoff, model_path, stage_dir
-from musiclm.distributed import recover_checkpoint
+from musiclm.distributed import is_sharded, recover_checkpoint
 from musiclm.stages import STAGES
 
 CONFIG_ROOT = Path(__file__).resolve().parents[2] / "configs"
@@ -111,8 +110,7 @@ def build_cli(stage: str, run: str, profile: str, trainer: str, extra: list[str]
 
 def full_state_dict(module: L.LightningModule) -> dict[str, torch.Tensor]:
     """Unsharded CPU weights on every rank (a collective under FSDP2, a plain state_dict otherwise)."""
-    sharded = any(isinstance(p, DTensor) for p in module.parameters())
-    if not sharded:
+    if not is_sharded(module):
         return {k: v.detach().cpu() for k, v in module.state_dict().items()}
     return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
