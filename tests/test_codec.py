@@ -144,6 +144,7 @@ def _changed(before: dict, module: torch.nn.Module) -> bool:
 def test_each_step_updates_its_own_weights_only(tmp_path, frozen):
     # lr 0 for one side: its weights must not move, so the other side's step cannot have touched them.
     m = tiny(gan_start_step=0, **({"lr": 0.0} if frozen == "generator" else {"lr_d": 0.0}))
+    m.generator_steps.fill_(1)  # past the first step's data-dependent init, which rescales the encoder once
     g, d = _snapshot(m.generator), _snapshot(m.discriminators)
     _trainer(tmp_path, 2, limit_val_batches=0).fit(m, _loader(4))
     assert _changed(g, m.generator) == (frozen != "generator")
@@ -158,6 +159,7 @@ class _NaNLoss(torch.nn.Module):
 def test_nonfinite_loss_skips_the_step(tmp_path):
     m = tiny(gan_start_step=10_000)
     m.mel_loss = _NaNLoss()
+    m.generator_steps.fill_(1)  # past the data-dependent init
     before = _snapshot(m.generator)
     _trainer(tmp_path, 2, limit_val_batches=0).fit(m, _loader(8))
     assert int(m.skipped_nonfinite) == 2
@@ -233,3 +235,12 @@ def test_encoder_latents_start_centred():
     # zero-initialised encoder biases: at init the latents vary around 0 instead of sitting on a constant offset
     z = tiny().generator.encoder(tones(4, 1600)[:, None]).transpose(1, 2).reshape(-1, TINY["latent_dim"])
     assert z.mean(0).norm() < z.std(0).mean() * math.sqrt(TINY["latent_dim"])
+
+
+def test_first_step_scales_latents_to_unit_std(tmp_path):
+    # lr 0: only the data-dependent init moves the weights, so the first batch's latents end with std 1
+    m = tiny(lr=0.0, lr_d=0.0, gan_start_step=10_000)
+    batch = next(iter(_loader()))["audio"][:, None]
+    before = m.generator.encoder(batch).std()
+    _trainer(tmp_path, 1, limit_val_batches=0).fit(m, _loader())
+    assert before < 0.5 and m.generator.encoder(batch).std().item() == pytest.approx(1.0, rel=1e-3)

@@ -7,9 +7,12 @@ to runs/<RUN>/logs/<step>.log; on failure the log's tail is printed.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tqdm import tqdm
@@ -17,20 +20,38 @@ from tqdm import tqdm
 PROMPTS = Path(__file__).resolve().parents[2] / "configs" / "demo_prompts.txt"
 
 
-def steps(run: str, dataset: str, profile: str, makefile: str, make_vars: list[str]) -> list[tuple[str, list[str]]]:
+Step = tuple[str, list[str]]
+Lane = list[Step]
+
+
+def plan(run: str, dataset: str, profile: str, makefile: str, make_vars: list[str]) -> list[list[Lane]]:
+    """Phases run one after another; the lanes of a phase run side by side. MuLan (+ the semantic tokenizer fitted
+    on its features) and the codec are independent, and the demo codec uses one thread, so on 2 cores they share
+    the machine instead of leaving a core idle for the codec's 8 minutes."""
     make = ["make", "-f", makefile, f"RUN={run}", f"DATASET={dataset}", f"PROFILE={profile}", *make_vars]
     generate = [sys.executable, "-m", "musiclm.cli", "generate", "--run", run, "--prompts", str(PROMPTS), "--out", f"outputs/{run}"]
     return [
-        ("synthetic corpus", [*make, "data"]),
-        ("MuLan", [*make, "train-mulan"]),
-        ("codec", [*make, "train-codec"]),
-        ("semantic tokenizer", [*make, "fit-semantic"]),
-        ("tokenize", [*make, "tokenize"]),
-        ("semantic LM", [*make, "train-semantic"]),
-        ("acoustic LMs", [*make, "train-acoustic"]),
-        ("generate", generate + (["--seconds", "2"] if profile == "tiny" else [])),
-        ("eval", [*make, "eval"]),
+        [[("synthetic corpus", [*make, "data"])]],
+        [[("MuLan", [*make, "train-mulan"]), ("semantic tokenizer", [*make, "fit-semantic"])], [("codec", [*make, "train-codec"])]],
+        [[("tokenize", [*make, "tokenize"])]],
+        [[("semantic LM", [*make, "train-semantic"])]],
+        [[("acoustic LMs", [*make, "train-acoustic"])]],
+        [[("generate", generate + (["--seconds", "2"] if profile == "tiny" else []))]],
+        [[("eval", [*make, "eval"])]],
     ]
+
+
+def run_lane(lane: Lane, logs: Path, env: dict[str, str], report) -> tuple[str, int, Path] | None:
+    """Run a lane's steps in order; returns (name, exit code, log) of the first failure, else None."""
+    for name, cmd in lane:
+        log = logs / f"{name.replace(' ', '_')}.log"
+        t0 = time.perf_counter()
+        with open(log, "w") as f:
+            code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
+        report(name, time.perf_counter() - t0, log)
+        if code != 0:
+            return name, code, log
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,24 +64,30 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     logs = Path("runs") / a.run / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    plan = steps(a.run, a.dataset, a.profile, a.makefile, a.make_vars)
+    phases = plan(a.run, a.dataset, a.profile, a.makefile, a.make_vars)
     t_start = time.perf_counter()
-    bar = tqdm(plan, desc="demo", unit="step", bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}]")
-    timings = {}
-    for name, cmd in bar:
-        bar.set_description(f"demo: {name}")
-        log = logs / f"{name.replace(' ', '_')}.log"
-        t0 = time.perf_counter()
-        with open(log, "w") as f:
-            code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode
-        timings[name] = time.perf_counter() - t0
-        bar.write(f"  {name:<20} {timings[name]:7.1f} s  (log: {log})")
-        if code != 0:
+    bar = tqdm(total=sum(len(lane) for phase in phases for lane in phase), desc="demo", unit="step",
+               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}]")  # fmt: skip
+    lock = threading.Lock()
+
+    def report(name: str, seconds: float, log: Path) -> None:
+        with lock:
+            bar.write(f"  {name:<20} {seconds:7.1f} s  (log: {log})")
+            bar.update()
+
+    for phase in phases:
+        bar.set_description("demo: " + " + ".join(lane[0][0] for lane in phase))
+        env = dict(os.environ)
+        if len(phase) > 1:  # side-by-side lanes split the cores instead of each oversubscribing all of them
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // len(phase)))
+        with ThreadPoolExecutor(len(phase)) as pool:
+            failures = [f for f in pool.map(lambda lane: run_lane(lane, logs, env, report), phase) if f]
+        if failures:
             bar.close()
-            tail = log.read_text(errors="replace").splitlines()[-40:]
-            print("\n".join(tail), file=sys.stderr)
-            print(f"\nstep '{name}' failed (exit {code}); fix it and re-run `make demo`: finished steps are kept.", file=sys.stderr)
-            sys.exit(code)
+            for name, code, log in failures:
+                print("\n".join(log.read_text(errors="replace").splitlines()[-40:]), file=sys.stderr)
+                print(f"\nstep '{name}' failed (exit {code}); fix it and re-run `make demo`: finished steps are kept.", file=sys.stderr)
+            sys.exit(failures[0][1])
     bar.close()
     total = time.perf_counter() - t_start
     print(

@@ -79,6 +79,11 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    @torch.no_grad()
+    def scale_output(self, factor: float | torch.Tensor) -> None:
+        """Multiply the latents by `factor` (the output conv's weight-norm gain; its bias is zero)."""
+        self.net[-1].conv.parametrizations.weight.original0.mul_(factor)
+
     def history_samples(self) -> int:
         """Input samples of left context that determine an output frame (the receptive field's past)."""
         total, rate = 0, 1

@@ -215,6 +215,8 @@ class CodecModule(L.LightningModule):
         opt_g, opt_d = self.optimizers()
         sch_g, sch_d = self.lr_schedulers()
         x = self._crop(batch["audio"])
+        if int(self.generator_steps) == 0:
+            self.normalize_latents(x[:, None])
         if bool(self.kmeans_done):
             y, codes, commit = self.generator(x[:, None])
         else:
@@ -252,6 +254,18 @@ class CodecModule(L.LightningModule):
             logs[f"codebook/usage_q{q + 1}"] = usage[q]
         self.log_dict(logs, prog_bar=False)
         self.log("train/mel_loss", mel.detach(), prog_bar=True)
+
+    @torch.no_grad()
+    def normalize_latents(self, wave: torch.Tensor) -> None:
+        """Data-dependent init (weight norm's own, Salimans & Kingma 2016): scale the encoder so the first batch's
+        latents have unit std. Left alone they come out ~0.01 (each strided conv shrinks the signal), far below the
+        decoder's biases, and a small decoder then tends to settle on the average spectrum whatever its input.
+        The std is averaged over processes so every replica applies the same factor; a silent or non-finite batch
+        leaves the weights as they are."""
+        std = self.generator.encoder(self.generator.pad(wave)).std()
+        std = self.trainer.strategy.reduce(std, reduce_op="mean") if self._trainer is not None else std
+        if torch.isfinite(std) and std > 1e-8:
+            self.generator.encoder.scale_output(1 / std)
 
     def _collect_for_kmeans(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Generator pass with the quantizer bypassed; latents are kept until `kmeans_init_vectors` are collected,
