@@ -19,7 +19,8 @@ EVAL_KEYS = [
     "mulan.t2a_recall@10", "mulan.zero_shot_instrument_acc", "mulan.zero_shot_instrument_chance",
     "codec.mel_distance", "codec.si_sdr_db", "codec.kbps", "codec.opus_mel_distance", "codec.opus_si_sdr_db",
     "semantic_tokens.perplexity", "lm.semantic_val_loss", "lm.coarse_val_loss", "lm.fine_val_loss",
-    "generation.mcc", "generation.mcc_margin", "generation.mcc_margin_real", "generation.mcc_margin_codec",
+    "generation.mcc", "generation.mcc_margin", "generation.mcc_margin_p", "generation.mcc_margin_real",
+    "generation.mcc_margin_codec",
     "generation.fad_mulan", "generation.fad_logmel",
     "generation.adherence_tempo", "generation.adherence_tempo_chance", "generation.num_prompts",
 ]  # fmt: skip

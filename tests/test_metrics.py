@@ -99,8 +99,8 @@ def test_mcc_matched_pairs_and_shuffled():
     follow.update(text, audio)
     shuffled = MuLanCycleConsistency()
     shuffled.update(text, audio[torch.randperm(200, generator=g)])
-    assert float(follow.compute()["mcc_margin"]) > 0.5
-    assert abs(float(shuffled.compute()["mcc_margin"])) < 0.05
+    assert float(follow.compute()["mcc_margin"]) > 0.5 and float(follow.compute()["mcc_margin_p"]) < 0.01
+    assert abs(float(shuffled.compute()["mcc_margin"])) < 0.05 and float(shuffled.compute()["mcc_margin_p"]) > 0.01
 
 
 def rhythm(bpm: float, seconds: float = 8.0, drums: bool = False, seed: int = 0) -> np.ndarray:

@@ -96,6 +96,7 @@ def evaluate_generation(
     return {
         "mcc": float(c["mcc"]),
         "mcc_margin": float(c["mcc_margin"]),
+        "mcc_margin_p": float(c["mcc_margin_p"]),
         "mcc_margin_real": float(mcc_real.compute()["mcc_margin"]),
         "mcc_margin_codec": float(mcc_codec.compute()["mcc_margin"]),
         "fad_mulan": float(fad_mulan.compute()),
