@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from musiclm.metrics.codec import mel_distance, si_sdr_db
+from musiclm.metrics.codec import input_dependence, mel_distance, si_sdr_db
 from musiclm.metrics.fad import FrechetAudioDistance, frechet_distance, logmel_stats_embedding
 from musiclm.metrics.mcc import MuLanCycleConsistency
 from musiclm.metrics.tempo import TempoAdherence, estimate_tempo
@@ -168,6 +168,16 @@ def test_mel_distance_and_si_sdr():
     sdr = [float(si_sdr_db(ref, ref + a * noise)) for a in (0.001, 0.01, 0.1)]
     assert sdr[0] > sdr[1] > sdr[2] and sdr[1] == pytest.approx(20.0, abs=0.5)
     assert float(si_sdr_db(ref, 3 * ref)) > 60  # invariant to scale
+
+
+def test_input_dependence_one_for_an_output_that_ignores_its_input():
+    g = torch.Generator().manual_seed(0)
+    t = torch.arange(SR) / SR
+    ref = torch.stack([0.3 * torch.sin(2 * math.pi * f * t) for f in (220.0, 440.0, 880.0, 1760.0)])
+    noisy = ref + 1e-3 * torch.randn(ref.shape, generator=g)
+    assert float(input_dependence(ref, noisy, SR)) > 2.0
+    average = noisy.mean(0, keepdim=True).expand_as(ref)  # the same output whatever the input
+    assert float(input_dependence(ref, average, SR)) == pytest.approx(1.0, abs=1e-5)
 
 
 def sync_batches() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

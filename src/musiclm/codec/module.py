@@ -15,7 +15,7 @@ from musiclm.codec.losses import MultiResolutionMelLoss, discriminator_hinge, fe
 from musiclm.codec.model import SoundStream, is_distributed, set_codebook_sync
 from musiclm.data.datamodules import log_skipped
 from musiclm.log import log_audio, log_spectrograms
-from musiclm.metrics.codec import mel_distance, si_sdr_db
+from musiclm.metrics.codec import input_dependence, mel_distance, si_sdr_db
 
 
 def codebook_stats(codes: torch.Tensor, codebook_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -308,6 +308,9 @@ class CodecModule(L.LightningModule):
             suffix = "" if q == self.num_quantizers else f"@q{q}"
             self.log(f"val/mel_distance{suffix}", mel_distance(x, y, self.sample_rate), sync_dist=True, batch_size=len(x))
             self.log(f"val/si_sdr_db{suffix}", si_sdr_db(x, y), sync_dist=True, batch_size=len(x))
+        if len(x) > 1:
+            dep = input_dependence(x, y, self.sample_rate)
+            self.log("val/input_dependence", dep, sync_dist=True, batch_size=len(x))
         if batch_idx == 0 and self.trainer.is_global_zero and self.logger is not None:
             self._log_examples(x[: self.hparams.val_examples], y[: self.hparams.val_examples])
 
