@@ -32,7 +32,10 @@ def plan(run: str, dataset: str, profile: str, makefile: str, make_vars: list[st
     generate = [sys.executable, "-m", "musiclm.cli", "generate", "--run", run, "--prompts", str(PROMPTS), "--out", f"outputs/{run}"]
     return [
         [[("synthetic corpus", [*make, "data"])]],
-        [[("MuLan", [*make, "train-mulan"]), ("semantic tokenizer", [*make, "fit-semantic"])], [("codec", [*make, "train-codec"])]],
+        [
+            [("MuLan", [*make, "train-mulan"]), ("semantic tokenizer", [*make, "fit-semantic"])],
+            [("codec", [*make, "train-codec"])],
+        ],
         [[("tokenize", [*make, "tokenize"])]],
         [[("semantic LM", [*make, "train-semantic"])]],
         [[("acoustic LMs", [*make, "train-acoustic"])]],
