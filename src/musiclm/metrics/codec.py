@@ -51,15 +51,20 @@ def si_sdr_db(ref: torch.Tensor, est: torch.Tensor, reduction: Literal["mean", "
     return v.mean() if reduction == "mean" else v
 
 
+@functools.lru_cache(maxsize=4)
+def _dependence_mel(sample_rate: int) -> LogMel:
+    # 1024-sample windows (notes and onsets, not the finest detail), floor -60 dB: bins near silence would otherwise
+    # dominate the L1 and pull every ratio towards 1
+    return LogMel(sample_rate, 1024, 256, 80, power=1.0, floor=1e-3)
+
+
 def input_dependence(ref: torch.Tensor, est: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """How much reconstructions [B, T] depend on their own input: mean log-mel L1 from each reconstruction to the
     *other* references over the mean to its own (1 = output ignores its input, the "average spectrum" failure a
     young codec falls into; higher = more input-specific). Needs B >= 2."""
     if ref.shape != est.shape or ref.shape[0] < 2:
         raise ValueError(f"need equal shapes with at least 2 clips, got {tuple(ref.shape)} and {tuple(est.shape)}")
-    # 1024-sample windows (notes and onsets, not the finest detail), floor -60 dB: bins near silence would otherwise
-    # dominate the L1 and pull every ratio towards 1
-    mel = LogMel(sample_rate, 1024, 256, 80, power=1.0, floor=1e-3).to(ref.device)
+    mel = _dependence_mel(sample_rate).to(ref.device)
     r, e = mel(ref), mel(est)
     dist = (e[:, None] - r[None]).abs().mean(dim=(-2, -1))  # [est, ref]
     n = len(dist)
