@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from musiclm.codec.model import codebook_synced
 from musiclm.codec.module import CodecModule
+from musiclm.codec.spectral import ISTFTDecoder
 
 SR = 16_000
 TINY = dict(
@@ -71,8 +72,12 @@ def test_quantizer_dropout_in_training_only():
     assert m.training  # and restores the mode
 
 
-def test_decode_encode_at_every_bitrate():
-    m = tiny().eval()
+SPECTRAL = dict(architecture="spectral", channels=16)
+
+
+@pytest.mark.parametrize("arch", [{}, SPECTRAL], ids=["conv", "spectral"])
+def test_decode_encode_at_every_bitrate(arch):
+    m = tiny(**arch).eval()
     wave = tones(2, 1200)
     codes = m.encode(wave)
     for q in range(1, m.num_quantizers + 1):
@@ -83,8 +88,9 @@ def test_decode_encode_at_every_bitrate():
         m.decode(torch.zeros(1, 4, 5, dtype=torch.long))
 
 
-def test_streaming_equals_full_signal():
-    m = tiny().eval()
+@pytest.mark.parametrize("arch", [{}, SPECTRAL], ids=["conv", "spectral"])
+def test_streaming_equals_full_signal(arch):
+    m = tiny(**arch).eval()
     with torch.no_grad():
         m.train().generator(tones(4, 4000)[:, None])  # k-means init so codes are informative
     m.eval()
@@ -122,8 +128,9 @@ def _trainer(tmp_path: Path, steps: int, **kw) -> L.Trainer:
     )  # fmt: skip
 
 
-def test_tiny_fit_reconstruction_improves(tmp_path):
-    m = tiny(gan_start_step=10_000, quantizer_dropout=False)
+@pytest.mark.parametrize("arch", [{}, SPECTRAL], ids=["conv", "spectral"])
+def test_tiny_fit_reconstruction_improves(tmp_path, arch):
+    m = tiny(gan_start_step=10_000, quantizer_dropout=False, **arch)
     val = _loader(4, 1600)
     before = _trainer(tmp_path, 1).validate(m, val, verbose=False)[0]["val/mel_distance"]
     _trainer(tmp_path, 40, max_epochs=20).fit(m, _loader(), val)
@@ -244,3 +251,34 @@ def test_first_step_scales_latents_to_unit_std(tmp_path):
     before = m.generator.encoder(batch).std()
     _trainer(tmp_path, 1, limit_val_batches=0).fit(m, _loader())
     assert before < 0.5 and m.generator.encoder(batch).std().item() == pytest.approx(1.0, rel=1e-3)
+
+
+def test_first_step_standardizes_spectral_features(tmp_path):
+    m = tiny(lr=0.0, lr_d=0.0, gan_start_step=10_000, **SPECTRAL)
+    batch = next(iter(_loader()))["audio"][:, None]
+    _trainer(tmp_path, 1, limit_val_batches=0).fit(m, _loader())
+    enc = m.generator.encoder
+    f = (enc.features(batch) - enc.feature_mean) / enc.feature_std
+    assert f.mean(dim=(0, 2)).abs().max() < 1e-4 and f.std().item() == pytest.approx(1.0, rel=1e-3)
+    assert enc(batch).std().item() == pytest.approx(1.0, rel=1e-3)
+    assert set(m.state_dict()) >= {"generator.encoder.feature_mean", "generator.encoder.feature_std"}  # saved
+
+
+@pytest.mark.parametrize("start", [0, 3])
+def test_istft_steady_frames_give_a_steady_tone(start):
+    # Every frame asks for the same magnitude and phase in one bin. Relative to the bin's clock that is a steady
+    # sinusoid at the bin's frequency; with absolute per-frame phases it would repeat every hop (a comb at the
+    # frame rate), which is how the decoder used to lose every note.
+    dec = ISTFTDecoder(hop=40, window_frames=4, channels=8, latent_dim=4)
+    k = 13  # not a multiple of window_frames: its frequency (SR / 160 * 13 = 1300 Hz) is no frame-rate harmonic
+    head = dec.net[-1].conv
+    with torch.no_grad():
+        head.parametrizations.weight.original0.zero_()
+        head.bias.fill_(-30.0)
+        head.bias[k] = 0.0
+        head.bias[dec.bins + k] = 0.5
+    wave = dec(torch.zeros(1, 4, 50), start_frame=start)[0, 0, 200:1800]  # away from the ends
+    spectrum = torch.fft.rfft(wave * torch.hann_window(len(wave))).abs()
+    peak = int(spectrum.argmax())
+    assert abs(peak * SR / len(wave) - 1300) <= SR / len(wave)
+    assert spectrum[peak] > 50 * spectrum[(torch.arange(len(spectrum)) - peak).abs() > 10].max()

@@ -1,59 +1,25 @@
-"""SoundStream generator: causal conv encoder -> residual VQ -> causal conv decoder.
+"""SoundStream generator: encoder -> residual VQ -> decoder.
 
-Every convolution is causal at frame granularity, so a chunk encoded (or decoded) with enough left context gives
-exactly the full-signal result: that is how streaming works here (`history_samples` / `history_frames` say how much
-context is enough).
+Two encoder/decoder pairs share the quantizer and the API: "conv" is SoundStream's causal strided conv stack on the
+waveform (the paper profile); "spectral" (`musiclm.codec.spectral`) reads STFT magnitudes and decodes through an
+inverse STFT, which learns pitch within the demo's CPU minutes. Both are causal at frame granularity, so chunks
+coded with enough left context (and, for the iSTFT, `lookahead_frames` of right context) match the full signal.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.parametrizations import weight_norm
 from vector_quantize_pytorch import ResidualVQ
 from vector_quantize_pytorch.vector_quantize_pytorch import batched_sample_vectors, noop, sample_vectors_distributed
 
-
-class CausalConv1d(nn.Module):
-    """Weight-normed Conv1d padded on the left only: output frame t sees inputs up to the end of its own stride."""
-
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1):
-        super().__init__()
-        self.conv = weight_norm(nn.Conv1d(cin, cout, kernel, stride=stride, dilation=dilation))
-        self.pad = (kernel - 1) * dilation + 1 - stride
-        self.stride = stride
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.pad(x, (self.pad, 0)))
-
-
-class CausalConvTranspose1d(nn.Module):
-    """Weight-normed transposed conv (kernel 2*stride) trimmed on the right so T frames give exactly T*stride."""
-
-    def __init__(self, cin: int, cout: int, stride: int):
-        super().__init__()
-        self.conv = weight_norm(nn.ConvTranspose1d(cin, cout, 2 * stride, stride=stride))
-        self.stride = stride
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)[..., : x.shape[-1] * self.stride]
-
-
-class ResidualUnit(nn.Module):
-    def __init__(self, channels: int, dilation: int, kernel: int = 7):
-        super().__init__()
-        self.conv = CausalConv1d(channels, channels, kernel, dilation=dilation)
-        self.proj = CausalConv1d(channels, channels, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.proj(F.elu(self.conv(F.elu(x))))
-
-
-DILATIONS = (1, 3, 9)
+from musiclm.codec.layers import DILATIONS, CausalConv1d, CausalConvTranspose1d, ResidualUnit
+from musiclm.codec.spectral import ISTFTDecoder, SpectralEncoder
 
 
 class Encoder(nn.Module):
@@ -108,7 +74,8 @@ class Decoder(nn.Module):
         layers += [nn.ELU(), CausalConv1d(c, 1, kernel)]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, start_frame: int = 0) -> torch.Tensor:
+        """`start_frame` is accepted for the decoders' common signature: conv output does not depend on position."""
         return self.net(z)
 
     def history_frames(self) -> int:
@@ -121,6 +88,9 @@ class Decoder(nn.Module):
                 total += 1 / rate  # kernel 2*stride: each output also sees the previous input frame
                 rate *= m.stride
         return math.ceil(total)
+
+    def lookahead_frames(self) -> int:
+        return 0
 
 
 def is_distributed() -> bool:
@@ -161,12 +131,23 @@ class SoundStream(nn.Module):
         commitment_weight: float = 1.0,
         codebook_dim: int | None = None,
         use_cosine_sim: bool = False,
+        architecture: Literal["conv", "spectral"] = "conv",
+        window_frames: int = 4,
     ):
+        """`channels`: conv, the first (full-rate) layer's width, doubled at each downsampling; spectral, the width of
+        every (frame-rate) layer. `strides` set the hop (their product) for both; `window_frames` is the spectral
+        STFT window in hops."""
         super().__init__()
         self.strides = list(strides)
         self.hop_length = math.prod(self.strides)
-        self.encoder = Encoder(channels, self.strides, latent_dim, kernel)
-        self.decoder = Decoder(channels, self.strides, latent_dim, kernel)
+        if architecture == "conv":
+            self.encoder = Encoder(channels, self.strides, latent_dim, kernel)
+            self.decoder = Decoder(channels, self.strides, latent_dim, kernel)
+        elif architecture == "spectral":
+            self.encoder = SpectralEncoder(self.hop_length, window_frames, channels, latent_dim)
+            self.decoder = ISTFTDecoder(self.hop_length, window_frames, channels, latent_dim)
+        else:
+            raise ValueError(f"architecture must be 'conv' or 'spectral', got {architecture!r}")
         self.quantizer = ResidualVQ(
             dim=latent_dim,
             codebook_dim=codebook_dim,  # None: quantize the latent itself; else a learned projection to this size
@@ -199,8 +180,9 @@ class SoundStream(nn.Module):
         _, codes, _ = self.quantizer(z)
         return codes.transpose(1, 2)
 
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes [B, Q', frames], Q' <= Q -> wave [B, 1, frames * hop]; missing levels (or -1) contribute nothing."""
+    def decode(self, codes: torch.Tensor, start_frame: int = 0) -> torch.Tensor:
+        """codes [B, Q', frames], Q' <= Q -> wave [B, 1, frames * hop]; missing levels (or -1) contribute nothing.
+        `start_frame`: where these frames sit in the whole signal (chunked decoding)."""
         codes = F.pad(codes, (0, 0, 0, self.quantizer.num_quantizers - codes.shape[1]), value=-1)
         q = self.quantizer.get_output_from_indices(codes.transpose(1, 2))
-        return self.decoder(q.transpose(1, 2))
+        return self.decoder(q.transpose(1, 2), start_frame)

@@ -13,6 +13,7 @@ from musiclm.audio import log_mel
 from musiclm.codec.discriminators import Discriminators
 from musiclm.codec.losses import MultiResolutionMelLoss, discriminator_hinge, feature_matching, generator_hinge
 from musiclm.codec.model import SoundStream, is_distributed, set_codebook_sync
+from musiclm.codec.spectral import SpectralEncoder
 from musiclm.data.datamodules import log_skipped
 from musiclm.log import log_audio, log_spectrograms
 from musiclm.metrics.codec import input_dependence, mel_distance, si_sdr_db
@@ -43,7 +44,9 @@ class CodecModule(L.LightningModule):
     def __init__(
         self,
         sample_rate: int = 24_000,
-        # generator
+        # generator ("conv": SoundStream's waveform convs; "spectral": STFT encoder + iSTFT decoder, see codec/spectral.py)
+        architecture: str = "conv",
+        window_frames: int = 4,
         channels: int = 32,
         strides: list[int] = [3, 4, 5, 8],  # noqa: B006 - a plain list keeps hparams YAML-friendly
         latent_dim: int = 512,
@@ -89,6 +92,7 @@ class CodecModule(L.LightningModule):
         self.generator = SoundStream(
             channels, strides, latent_dim, kernel, num_quantizers, codebook_size, quantizer_dropout, kmeans_iters, ema_decay,
             dead_code_threshold, commitment_weight=1.0, codebook_dim=codebook_dim, use_cosine_sim=use_cosine_sim,
+            architecture=architecture, window_frames=window_frames,
         )  # fmt: skip
         self.discriminators = Discriminators(stft_ffts, stft_channels, periods, period_channels)
         self.mel_loss = MultiResolutionMelLoss(sample_rate, mel_windows, mel_bands)
@@ -159,11 +163,14 @@ class CodecModule(L.LightningModule):
             yield self.generator.encode(wave[..., c0 * hop : f1 * hop])[..., f0 - c0 :]
 
     def iter_decode(self, codes: torch.Tensor, chunk_frames: int) -> Iterator[torch.Tensor]:
-        """Streaming decoder: codes [B, Q', frames] -> successive wave chunks [B, <= chunk_frames * hop] (eval mode)."""
-        hop, context = self.hop_length, self.generator.decoder.history_frames()
-        for f0 in range(0, codes.shape[-1], chunk_frames):
-            f1, c0 = min(f0 + chunk_frames, codes.shape[-1]), max(0, f0 - context)
-            yield self.generator.decode(codes[..., c0:f1])[:, 0, (f0 - c0) * hop :]
+        """Streaming decoder: codes [B, Q', frames] -> successive wave chunks [B, <= chunk_frames * hop] (eval mode);
+        a chunk is ready once the decoder's lookahead frames after it have arrived."""
+        dec, hop, frames = self.generator.decoder, self.hop_length, codes.shape[-1]
+        context, lookahead = dec.history_frames(), dec.lookahead_frames()
+        for f0 in range(0, frames, chunk_frames):
+            f1, c0 = min(f0 + chunk_frames, frames), max(0, f0 - context)
+            c1 = min(frames, f1 + lookahead)
+            yield self.generator.decode(codes[..., c0:c1], c0)[:, 0, (f0 - c0) * hop : (f1 - c0) * hop]
 
     def reconstruct(self, wave: torch.Tensor, num_quantizers: int | None = None) -> torch.Tensor:
         """wave [B, T] -> decode(encode(wave)) cut to T samples."""
@@ -261,11 +268,16 @@ class CodecModule(L.LightningModule):
         latents have unit std. Left alone they come out ~0.01 (each strided conv shrinks the signal), far below the
         decoder's biases, and a small decoder then tends to settle on the average spectrum whatever its input.
         The std is averaged over processes so every replica applies the same factor; a silent or non-finite batch
-        leaves the weights as they are."""
-        std = self.generator.encoder(self.generator.pad(wave)).std()
-        std = self.trainer.strategy.reduce(std, reduce_op="mean") if self._trainer is not None else std
+        leaves the weights as they are. The spectral encoder also standardises its input features first."""
+        def reduce(t: torch.Tensor) -> torch.Tensor:
+            return self.trainer.strategy.reduce(t, reduce_op="mean") if self._trainer is not None else t
+
+        encoder, wave = self.generator.encoder, self.generator.pad(wave)
+        if isinstance(encoder, SpectralEncoder):
+            encoder.standardize(wave, reduce)
+        std = reduce(encoder(wave).std())
         if torch.isfinite(std) and std > 1e-8:
-            self.generator.encoder.scale_output(1 / std)
+            encoder.scale_output(1 / std)
 
     def _collect_for_kmeans(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Generator pass with the quantizer bypassed; latents are kept until `kmeans_init_vectors` are collected,

@@ -1,0 +1,51 @@
+"""Causal convolution building blocks shared by the codec's waveform and spectral generators.
+
+Every convolution is causal at frame granularity, so a chunk encoded (or decoded) with enough left context gives
+exactly the full-signal result: that is how streaming works (`history_samples` / `history_frames` say how much
+context is enough).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
+
+
+class CausalConv1d(nn.Module):
+    """Weight-normed Conv1d padded on the left only: output frame t sees inputs up to the end of its own stride."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1):
+        super().__init__()
+        self.conv = weight_norm(nn.Conv1d(cin, cout, kernel, stride=stride, dilation=dilation))
+        self.pad = (kernel - 1) * dilation + 1 - stride
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(x, (self.pad, 0)))
+
+
+class CausalConvTranspose1d(nn.Module):
+    """Weight-normed transposed conv (kernel 2*stride) trimmed on the right so T frames give exactly T*stride."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv = weight_norm(nn.ConvTranspose1d(cin, cout, 2 * stride, stride=stride))
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)[..., : x.shape[-1] * self.stride]
+
+
+class ResidualUnit(nn.Module):
+    def __init__(self, channels: int, dilation: int, kernel: int = 7):
+        super().__init__()
+        self.conv = CausalConv1d(channels, channels, kernel, dilation=dilation)
+        self.proj = CausalConv1d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.proj(F.elu(self.conv(F.elu(x))))
+
+
+DILATIONS = (1, 3, 9)
