@@ -132,7 +132,7 @@ class SoundStream(nn.Module):
         codebook_dim: int | None = None,
         use_cosine_sim: bool = False,
         architecture: Literal["conv", "spectral"] = "conv",
-        window_frames: int = 4,
+        window_frames: int = 2,
     ):
         """`channels`: conv, the first (full-rate) layer's width, doubled at each downsampling; spectral, the width of
         every (frame-rate) layer. `strides` set the hop (their product) for both; `window_frames` is the spectral

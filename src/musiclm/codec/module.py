@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import Literal
 
 import lightning as L
 import torch
@@ -45,8 +46,8 @@ class CodecModule(L.LightningModule):
         self,
         sample_rate: int = 24_000,
         # generator ("conv": SoundStream's waveform convs; "spectral": STFT encoder + iSTFT decoder, see codec/spectral.py)
-        architecture: str = "conv",
-        window_frames: int = 4,
+        architecture: Literal["conv", "spectral"] = "conv",
+        window_frames: int = 2,
         channels: int = 32,
         strides: list[int] = [3, 4, 5, 8],  # noqa: B006 - a plain list keeps hparams YAML-friendly
         latent_dim: int = 512,

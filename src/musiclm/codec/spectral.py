@@ -87,7 +87,7 @@ class ISTFTDecoder(nn.Module):
 
     def __init__(self, hop: int, window_frames: int, channels: int, latent_dim: int):
         super().__init__()
-        self.hop, self.n_fft = hop, hop * window_frames
+        self.hop, self.n_fft, self.window_frames = hop, hop * window_frames, window_frames
         self.bins = self.n_fft // 2 + 1
         self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
         self.net = nn.Sequential(*_frame_stack(latent_dim, channels, 2 * self.bins))
@@ -113,9 +113,10 @@ class ISTFTDecoder(nn.Module):
         phase every frame: its output then repeats every hop, a comb at multiples of the frame rate (50 Hz) that
         erases every note. Relative to the bin clock a steady note is a steady phase, so frames add up coherently.
         Only (frame index mod window_frames) matters, which keeps this cheap and exact for chunks."""
-        t = (start_frame + torch.arange(frames, device=self.window.device)) % (self.n_fft // self.hop)
+        w = self.window_frames
+        t = (start_frame + torch.arange(frames, device=self.window.device)) % w
         k = torch.arange(self.bins, device=self.window.device)
-        return (2 * torch.pi / (self.n_fft // self.hop)) * ((k[:, None] * t[None]) % (self.n_fft // self.hop))
+        return (2 * torch.pi / w) * ((k[:, None] * t[None]) % w)
 
     def _overlap_add(self, frames: torch.Tensor) -> torch.Tensor:
         """[B, n_fft, T] -> [B, 1, (T - 1) * hop + n_fft]."""
@@ -126,4 +127,4 @@ class ISTFTDecoder(nn.Module):
         return _history(self.net)
 
     def lookahead_frames(self) -> int:
-        return self.n_fft // self.hop - 1
+        return self.window_frames - 1
