@@ -7,6 +7,8 @@ context is enough).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -49,3 +51,16 @@ class ResidualUnit(nn.Module):
 
 
 DILATIONS = (1, 3, 9)
+
+
+Reduce = Callable[[torch.Tensor], torch.Tensor]  # averages a statistic across processes (identity in one process)
+
+
+@torch.no_grad()
+def scale_to_unit_std(net: nn.Sequential, x: torch.Tensor, reduce: Reduce) -> None:
+    """Data-dependent init (weight norm's own, Salimans & Kingma 2016): rescale `net`'s last layer, a zero-bias
+    CausalConv1d, so that net(x) has unit std. The std goes through `reduce` so every replica applies the same
+    factor; a silent or non-finite batch leaves the weights as they are."""
+    std = reduce(net(x).std())
+    if torch.isfinite(std) and std > 1e-8:
+        net[-1].conv.parametrizations.weight.original0.div_(std)

@@ -18,7 +18,7 @@ from torch import nn
 from vector_quantize_pytorch import ResidualVQ
 from vector_quantize_pytorch.vector_quantize_pytorch import batched_sample_vectors, noop, sample_vectors_distributed
 
-from musiclm.codec.layers import DILATIONS, CausalConv1d, CausalConvTranspose1d, ResidualUnit
+from musiclm.codec.layers import DILATIONS, CausalConv1d, CausalConvTranspose1d, Reduce, ResidualUnit, scale_to_unit_std
 from musiclm.codec.spectral import ISTFTDecoder, SpectralEncoder
 
 
@@ -45,10 +45,10 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    @torch.no_grad()
-    def scale_output(self, factor: float | torch.Tensor) -> None:
-        """Multiply the latents by `factor` (the output conv's weight-norm gain; its bias is zero)."""
-        self.net[-1].conv.parametrizations.weight.original0.mul_(factor)
+    def init_from_data(self, x: torch.Tensor, reduce: Reduce) -> None:
+        """First-batch init: latents at unit std. Left alone they come out ~0.01 (each strided conv shrinks the
+        signal), far below the decoder's biases, and a small decoder then settles on the average spectrum."""
+        scale_to_unit_std(self.net, x, reduce)
 
     def history_samples(self) -> int:
         """Input samples of left context that determine an output frame (the receptive field's past)."""

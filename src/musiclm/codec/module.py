@@ -14,7 +14,6 @@ from musiclm.audio import log_mel
 from musiclm.codec.discriminators import Discriminators
 from musiclm.codec.losses import MultiResolutionMelLoss, discriminator_hinge, feature_matching, generator_hinge
 from musiclm.codec.model import SoundStream, is_distributed, set_codebook_sync
-from musiclm.codec.spectral import SpectralEncoder
 from musiclm.data.datamodules import log_skipped
 from musiclm.log import log_audio, log_spectrograms
 from musiclm.metrics.codec import input_dependence, mel_distance, si_sdr_db
@@ -263,22 +262,14 @@ class CodecModule(L.LightningModule):
         self.log_dict(logs, prog_bar=False)
         self.log("train/mel_loss", mel.detach(), prog_bar=True)
 
-    @torch.no_grad()
     def normalize_latents(self, wave: torch.Tensor) -> None:
-        """Data-dependent init (weight norm's own, Salimans & Kingma 2016): scale the encoder so the first batch's
-        latents have unit std. Left alone they come out ~0.01 (each strided conv shrinks the signal), far below the
-        decoder's biases, and a small decoder then tends to settle on the average spectrum whatever its input.
-        The std is averaged over processes so every replica applies the same factor; a silent or non-finite batch
-        leaves the weights as they are. The spectral encoder also standardises its input features first."""
+        """Data-dependent init of the encoder on the first training batch (see each encoder's `init_from_data`):
+        latents at unit std, so the decoder cannot ignore them. Statistics are averaged over processes."""
+
         def reduce(t: torch.Tensor) -> torch.Tensor:
             return self.trainer.strategy.reduce(t, reduce_op="mean") if self._trainer is not None else t
 
-        encoder, wave = self.generator.encoder, self.generator.pad(wave)
-        if isinstance(encoder, SpectralEncoder):
-            encoder.standardize(wave, reduce)
-        std = reduce(encoder(wave).std())
-        if torch.isfinite(std) and std > 1e-8:
-            encoder.scale_output(1 / std)
+        self.generator.encoder.init_from_data(self.generator.pad(wave), reduce)
 
     def _collect_for_kmeans(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Generator pass with the quantizer bypassed; latents are kept until `kmeans_init_vectors` are collected,

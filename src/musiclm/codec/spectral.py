@@ -13,13 +13,11 @@ next `window_frames - 1` frames are decoded (`lookahead_frames`); streaming deco
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from musiclm.codec.layers import DILATIONS, CausalConv1d, ResidualUnit
+from musiclm.codec.layers import DILATIONS, CausalConv1d, Reduce, ResidualUnit, scale_to_unit_std
 
 
 def _frame_stack(cin: int, channels: int, cout: int) -> list[nn.Module]:
@@ -46,7 +44,7 @@ class SpectralEncoder(nn.Module):
         self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
         self.net = nn.Sequential(*_frame_stack(self.n_fft // 2 + 1, channels, latent_dim))
         # Log-magnitudes sit near -7 with most bins silent: fed raw, a third of the first layer's units start in ELU's
-        # flat negative range. `standardize` sets these from data on the first training batch.
+        # flat negative range. `init_from_data` sets these from the first training batch.
         self.register_buffer("feature_mean", torch.zeros(self.n_fft // 2 + 1, 1))
         self.register_buffer("feature_std", torch.ones(()))
         for m in self.modules():  # zero biases, as in the conv encoder (latents start centred on the codebooks)
@@ -63,19 +61,15 @@ class SpectralEncoder(nn.Module):
         return self.net((self.features(x) - self.feature_mean) / self.feature_std)
 
     @torch.no_grad()
-    def standardize(self, x: torch.Tensor, reduce: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        """Set the per-bin feature mean and the overall std from a batch (`reduce` averages across processes so
-        replicas agree); a non-finite batch leaves them as they are."""
+    def init_from_data(self, x: torch.Tensor, reduce: Reduce) -> None:
+        """First-batch init: per-bin feature mean and overall std from the batch, then latents at unit std.
+        A non-finite batch leaves the feature statistics as they are."""
         f = self.features(x)
         mean = reduce(f.mean(dim=(0, 2))[:, None])
         std = reduce((f - mean).std())
         if torch.isfinite(mean).all() and torch.isfinite(std) and std > 1e-6:
             self.feature_mean.copy_(mean), self.feature_std.copy_(std)
-
-    @torch.no_grad()
-    def scale_output(self, factor: float | torch.Tensor) -> None:
-        """Multiply the latents by `factor` (the output conv's weight-norm gain; its bias is zero)."""
-        self.net[-1].conv.parametrizations.weight.original0.mul_(factor)
+        scale_to_unit_std(self.net, (f - self.feature_mean) / self.feature_std, reduce)
 
     def history_samples(self) -> int:
         return self.n_fft - self.hop + _history(self.net) * self.hop
