@@ -2,51 +2,45 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
-import struct
 from collections import Counter
 
+import mido
 import numpy as np
 import pytest
 
 from musiclm.audio import load_audio
 from musiclm.data import synth
 from musiclm.data.shards import check_audio_shards, iter_tar_samples, list_shards, split_for_key
+from musiclm.stages import load_object
+
+NOTE_NAMES = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 
 
-def read_midi(data: bytes) -> tuple[int, int, list[list[tuple[int, bytes]]]]:
-    """Minimal SMF reader (independent of the writer): (format, ticks per quarter, tracks of (abs tick, message))."""
-    assert data[:4] == b"MThd"
-    _, fmt, ntracks, tpq = struct.unpack(">IHHH", data[4:14])
-    pos, tracks = 14, []
-    for _ in range(ntracks):
-        assert data[pos : pos + 4] == b"MTrk"
-        (length,) = struct.unpack(">I", data[pos + 4 : pos + 8])
-        body, i, tick, status, events = data[pos + 8 : pos + 8 + length], 0, 0, 0, []
-        while i < len(body):
-            delta = 0
-            while True:
-                delta = (delta << 7) | (body[i] & 0x7F)
-                i += 1
-                if body[i - 1] < 0x80:
-                    break
-            tick += delta
-            if body[i] >= 0x80:
-                status, i = body[i], i + 1
-            if status == 0xFF:
-                kind, n = body[i], body[i + 1]  # our meta payloads are < 128 bytes
-                events.append((tick, bytes([0xFF, kind]) + body[i + 2 : i + 2 + n]))
-                i += 2 + n
-            else:
-                n = 1 if status & 0xF0 in (0xC0, 0xD0) else 2
-                events.append((tick, bytes([status]) + body[i : i + n]))
-                i += n
-        assert events[-1][1] == b"\xff\x2f", "track must end with End of Track"
-        tracks.append(events)
-        pos += 8 + length
-    assert pos == len(data)
-    return fmt, tpq, tracks
+def read_midi(data: bytes) -> mido.MidiFile:
+    return mido.MidiFile(file=io.BytesIO(data))
+
+
+def timeline(track: mido.MidiTrack) -> list[tuple[int, mido.Message]]:
+    """(absolute tick, message) for every event of a track."""
+    out, tick = [], 0
+    for msg in track:
+        tick += msg.time
+        out.append((tick, msg))
+    return out
+
+
+def pitch_class(name: str) -> int:
+    """Pitch class of a spelled tonic ("Eb", "D#m")."""
+    name = name.removesuffix("m")
+    return (NOTE_NAMES[name[0]] + name[1:].count("#") - name[1:].count("b")) % 12
+
+
+def signed_sharps(key: str) -> int:
+    """Sharps (> 0) or flats (< 0) of a key signature, from the bytes mido writes."""
+    return int.from_bytes(mido.MetaMessage("key_signature", key=key).bytes()[3:4], "big", signed=True)
 
 
 def draws(n: int, seconds: float = 4.0):
@@ -55,30 +49,78 @@ def draws(n: int, seconds: float = 4.0):
         yield midi, attributes
 
 
+def test_public_names_are_reexported():
+    """Callers import everything from the package; the CLI entry point resolves there too."""
+    assert all(hasattr(synth, name) for name in synth.__all__)
+    assert load_object("musiclm.data.synth:main") is synth.main
+    assert callable(synth.compose) and callable(synth.bench)
+
+
+def test_write_midi_round_trips_through_mido():
+    notes = [(0, 480, 60, 100), (480, 960, 64, 90), (480, 720, 67, 80), (960, 1440, 60, 70)]  # 480: an off and two ons
+    drums = [(0, 120, 36, 110), (240, 360, 42, 60)]
+    tracks = [
+        {"name": "melody", "channel": 0, "program": 73, "volume": 115, "notes": notes},
+        {"name": "drums", "channel": 9, "program": None, "volume": 90, "notes": drums},
+    ]
+    smf = read_midi(synth.write_midi(tracks, 150.0, "6/8", 3, "minor"))
+    assert smf.type == 1 and smf.ticks_per_beat == synth.TPQ and len(smf.tracks) == 3
+    meta = {m.type: m for m in smf.tracks[0]}
+    assert meta["track_name"].name == "conductor" and meta["set_tempo"].tempo == 400_000
+    ts = meta["time_signature"]
+    assert (ts.numerator, ts.denominator, ts.clocks_per_click, ts.notated_32nd_notes_per_beat) == (6, 8, 36, 8)
+    assert meta["key_signature"].key == "D#m"  # Eb minor is spelled D# minor: six sharps, not six flats
+    for t, part in zip(smf.tracks[1:], tracks, strict=True):
+        events = timeline(t)
+        assert events[0][1].type == "track_name" and events[0][1].name == part["name"]
+        assert events[-1][1].type == "end_of_track"
+        controls = {m.control: m.value for _, m in events if m.type == "control_change"}
+        assert controls == {7: part["volume"], 91: 40}
+        assert [m.program for _, m in events if m.type == "program_change"] == (
+            [part["program"]] if part["program"] is not None else []
+        )
+        channel_msgs = [m for _, m in events if not m.is_meta]
+        assert {m.channel for m in channel_msgs} == {part["channel"]}
+        ons = [(tick, m.note, m.velocity) for tick, m in events if m.type == "note_on"]
+        offs = [(tick, m.note) for tick, m in events if m.type == "note_off"]
+        assert ons == [(s, p, v) for s, _, p, v in part["notes"]]  # listed in onset order: kept as listed
+        assert sorted(offs) == sorted((e, p) for _, e, p, _ in part["notes"])
+        kinds = [(tick, m.type) for tick, m in events if m.type in ("note_on", "note_off")]
+        assert kinds == sorted(kinds, key=lambda k: (k[0], k[1] == "note_on")), "note-offs come first at equal ticks"
+
+
+@pytest.mark.parametrize("mode", ["major", "minor"])
+def test_key_signatures_spell_every_root(mode):
+    for root in range(12):
+        key = synth.key_name(root, mode)
+        assert pitch_class(key) == root and key.endswith("m") == (mode == "minor")
+        sharps = signed_sharps(key)
+        major_root = root if mode == "major" else (root + 3) % 12
+        assert -5 <= sharps <= 6 and (7 * sharps) % 12 == major_root  # the fewest accidentals for that tonic
+
+
 def test_midi_parses_and_matches_attributes():
     for midi, at in draws(60):
-        fmt, tpq, tracks = read_midi(midi)
-        assert fmt == 1 and tpq == synth.TPQ
-        meta = {ev[1]: ev[2:] for _, ev in tracks[0] if ev[0] == 0xFF}
-        quarter_us = int.from_bytes(meta[0x51], "big")
+        smf = read_midi(midi)
+        assert smf.type == 1 and smf.ticks_per_beat == synth.TPQ
+        meta = {m.type: m for m in smf.tracks[0] if m.is_meta}
         beat_quarters = 1.5 if at["meter"] == "6/8" else 1.0  # tempo_bpm counts dotted quarters in 6/8
-        assert 60e6 / quarter_us / beat_quarters == pytest.approx(at["tempo_bpm"], rel=1e-4)
-        num, denom_pow = meta[0x58][0], meta[0x58][1]
-        assert f"{num}/{2**denom_pow}" == at["meter"]
-        assert (meta[0x59][1] == 1) == (at["mode"] == "minor")
-        channels = {ev[0] & 0x0F for t in tracks[1:] for _, ev in t if ev[0] & 0xF0 == 0x90}
-        assert (9 in channels) == at["has_drums"]
-        programs = {ev[0] & 0x0F: ev[1] for t in tracks[1:] for _, ev in t if ev[0] & 0xF0 == 0xC0}
+        assert mido.tempo2bpm(meta["set_tempo"].tempo) / beat_quarters == pytest.approx(at["tempo_bpm"], rel=1e-4)
+        ts = meta["time_signature"]
+        assert f"{ts.numerator}/{ts.denominator}" == at["meter"]
+        key = meta["key_signature"].key
+        assert key.endswith("m") == (at["mode"] == "minor") and pitch_class(key) == synth.KEYS.index(at["key"])
+        events = [m for t in smf.tracks[1:] for m in t if not m.is_meta]
+        assert (9 in {m.channel for m in events if m.type == "note_on"}) == at["has_drums"]
+        programs = {m.channel: m.program for m in events if m.type == "program_change"}
         assert programs[0] == at["instrument_program"] and synth.GM[programs[0]][0] == at["instrument"]
         assert len(at["instruments"]) == len(programs) + at["has_drums"]
         # the melody stays in the key: every pitch class belongs to the scale of the stated key and mode
         root = synth.KEYS.index(at["key"])
         scale = {(root + s) % 12 for s in synth.SCALES[at["mode"]]}
-        melody = [ev[1] for _, ev in tracks[1] if ev[0] & 0xF0 == 0x90 and ev[2] > 0]
+        melody = [m.note for m in smf.tracks[1] if m.type == "note_on" and m.velocity > 0]
         assert len(melody) >= 2 and {p % 12 for p in melody} <= scale
-        ons = sum(1 for t in tracks[1:] for _, ev in t if ev[0] & 0xF0 == 0x90)
-        offs = sum(1 for t in tracks[1:] for _, ev in t if ev[0] & 0xF0 == 0x80)
-        assert ons == offs
+        assert sum(m.type == "note_on" for m in events) == sum(m.type == "note_off" for m in events)
 
 
 def test_attributes_cover_the_design_and_are_consistent():
@@ -116,9 +158,17 @@ def test_captions_describe_their_attributes():
         for bpm in re.findall(r"(\d+) (?:bpm|beats per minute)", low):
             assert int(bpm) == at["tempo_bpm"]
         tempo_words = {b: ws for b, ws in synth.TEMPO_WORDS.items()}
-        assert not any(re.search(rf"\b{w}\b", low) for b, ws in tempo_words.items() if b != at["tempo_bucket"] for w in ws), caption
+        assert not any(
+            re.search(rf"\b{w}\b", low) for b, ws in tempo_words.items() if b != at["tempo_bucket"] for w in ws
+        ), caption
         assert ("no drums" in tags) != at["has_drums"]
-        assert {at["instrument_family"], at["style"], f"{at['tempo_bucket']} tempo", f"{at['mode']} key", at["mood"]} <= set(tags)
+        assert {
+            at["instrument_family"],
+            at["style"],
+            f"{at['tempo_bucket']} tempo",
+            f"{at['mode']} key",
+            at["mood"],
+        } <= set(tags)
         assert caption[0].isupper() and caption.endswith(".") and "  " not in caption and ",," not in caption
     assert len(set(captions)) == len(captions)
     openings = Counter(" ".join(c.split()[:2]) for c in captions)
@@ -152,21 +202,23 @@ def test_find_soundfont_errors_name_the_fix(monkeypatch, tmp_path):
     with pytest.raises(FileNotFoundError, match="MUSICLM_SOUNDFONT"):
         synth.find_soundfont()
     monkeypatch.delenv("MUSICLM_SOUNDFONT")
-    monkeypatch.setattr(synth, "SOUNDFONTS", (str(tmp_path / "none.sf2"),))
+    monkeypatch.setattr(synth.render, "SOUNDFONTS", (str(tmp_path / "none.sf2"),))
     with pytest.raises(FileNotFoundError, match="timgm6mb-soundfont"):
         synth.find_soundfont()
 
 
 def test_main_writes_shards_in_every_split(tmp_path, capsys):
     out = tmp_path / "synth"
-    args = [str(out), "--num-clips", "9", "--seconds", "1.5", "--seed", "5", "--val-fraction", "0.3", "--test-fraction", "0.3",
-            "--clips-per-shard", "2", "--sample-rate", "16000"]  # fmt: skip
+    args = [str(out), "--num-clips", "9", "--seconds", "1.5", "--seed", "5", "--val-fraction", "0.3",
+            "--test-fraction", "0.3", "--clips-per-shard", "2", "--sample-rate", "16000"]  # fmt: skip
     synth.main(args)
     assert "kept 9 clips" in capsys.readouterr().out
     report = check_audio_shards(out)
     assert report["errors"] == []
     expected = Counter(split_for_key(synth.clip_key(5, i), 0.3, 0.3) for i in range(9))
-    assert {s: r["num_samples"] for s, r in report["splits"].items()} == {s: expected[s] for s in ("train", "val", "test")}
+    assert {s: r["num_samples"] for s, r in report["splits"].items()} == {
+        s: expected[s] for s in ("train", "val", "test")
+    }
     assert all(expected[s] > 0 for s in ("train", "val", "test"))
     for split in ("train", "val", "test"):
         for shard in list_shards(out / split):
@@ -182,7 +234,11 @@ def test_tempo_is_audible_on_drum_styles():
     """The stated tempo is what a beat tracker hears (the adherence metric relies on it)."""
     from musiclm.metrics.tempo import estimate_tempo
 
-    picked = [i for i in range(40) if synth.compose(np.random.default_rng([2, i, 0]), 6.0)[1]["style"] in ("rock", "techno", "march")]
+    picked = [
+        i
+        for i in range(40)
+        if synth.compose(np.random.default_rng([2, i, 0]), 6.0)[1]["style"] in ("rock", "techno", "march")
+    ]
     for i in picked[:3]:
         clip = synth.make_clip(i, seed=2, seconds=6.0)
         bpm = clip.meta["attributes"]["tempo_bpm"]

@@ -1,0 +1,119 @@
+"""The corpus: clip `index` of corpus `seed` is composed, captioned and rendered the same way, then sharded."""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from musiclm.audio import crop, encode_audio, is_silent
+from musiclm.data.synth.captions import write_caption
+from musiclm.data.synth.composer import compose
+from musiclm.data.synth.render import find_fluidsynth, find_soundfont, render_midi
+
+PEAK = 10 ** (-1 / 20)  # -1 dBFS
+
+
+@dataclass
+class SynthClip:
+    """One corpus item: its shard key, the audio and the caption/attribute metadata stored next to it."""
+
+    key: str
+    audio: np.ndarray  # float32 mono at meta["sample_rate"]
+    meta: dict
+
+
+def clip_key(seed: int, index: int) -> str:
+    """Shard key of a clip; its split is a hash of this key, so the format must stay stable."""
+    return f"synth-{seed}-{index:06d}"
+
+
+def make_clip(
+    index: int, seed: int, seconds: float, sample_rate: int = 24_000, soundfont: str | None = None
+) -> SynthClip:
+    """Compose, caption and render clip `index` of corpus `seed`; the same (seed, index) gives the same clip.
+
+    A silent render (it should not happen, but a soundfont may lack a preset) is redone with the next attempt's draw.
+    The audio is cut (or zero-padded) to exactly `seconds` and peak-normalised to -1 dBFS.
+    """
+    n = int(round(seconds * sample_rate))
+    for attempt in range(4):
+        rng = np.random.default_rng([seed, index, attempt])
+        midi, attributes = compose(rng, seconds)
+        audio = render_midi(midi, sample_rate, soundfont)
+        if not is_silent(audio[:n]):
+            break
+    else:
+        raise RuntimeError(f"clip {index} of seed {seed} rendered silent 4 times: check the soundfont")
+    caption, tags = write_caption(attributes, rng)
+    meta = {
+        "caption": caption,
+        "tags": tags,
+        "sample_rate": sample_rate,
+        "duration": round(n / sample_rate, 6),
+        "source": "synth",
+        "attributes": attributes,
+    }
+    audio = crop(audio, n, mode="start")
+    peak = float(np.abs(audio).max())
+    return SynthClip(clip_key(seed, index), (audio * (PEAK / peak) if peak > 0 else audio).astype(np.float32), meta)
+
+
+def clip_samples(index: int, seed: int, seconds: float, sample_rate: int, soundfont: str | None = None) -> list[dict]:
+    """Shard writer callback: one audio-shard sample per clip index."""
+    clip = make_clip(index, seed, seconds, sample_rate, soundfont)
+    return [{"__key__": clip.key, "flac": encode_audio(clip.audio, sample_rate), "json": clip.meta}]
+
+
+def build(
+    out_dir: str | os.PathLike,
+    num_clips: int,
+    seconds: float = 10.0,
+    seed: int = 0,
+    workers: int = 1,
+    sample_rate: int = 24_000,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    clips_per_shard: int = 64,
+) -> dict[str, dict]:
+    """Render the corpus into out_dir/{train,val,test}/shard-*.tar (resumable); returns the manifests."""
+    from musiclm.data.shards import SPLITS, split_for_key, write_split_shards
+
+    soundfont = find_soundfont()
+    find_fluidsynth()
+    make = partial(clip_samples, seed=seed, seconds=seconds, sample_rate=sample_rate, soundfont=soundfont)
+    extra = {
+        "source": "synth",
+        "seed": seed,
+        "seconds": seconds,
+        "sample_rate": sample_rate,
+        "soundfont": Path(soundfont).name,
+    }
+    manifests = {}
+    for split in SPLITS:
+        items = [i for i in range(num_clips) if split_for_key(clip_key(seed, i), val_fraction, test_fraction) == split]
+        manifests[split] = write_split_shards(out_dir, split, items, make, clips_per_shard, workers, extra)
+    return manifests
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the fluidsynth runs)."""
+    usage = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return sum(u.ru_utime + u.ru_stime for u in usage)
+
+
+def bench(num_clips: int = 8, seconds: float = 10.0) -> dict:
+    """Single-process synthesis speed (compose + render + decode + normalise): x real time and clips/s by the wall
+    clock, and x real time per CPU second (this process + fluidsynth), which a busy shared machine does not skew."""
+    make_clip(10_000, 1, 1.0)  # warm the page cache with the soundfont
+    t0, c0 = time.perf_counter(), _cpu_seconds()
+    for i in range(num_clips):
+        make_clip(i, 1, seconds)
+    dt, dc = time.perf_counter() - t0, _cpu_seconds() - c0
+    audio = num_clips * seconds
+    return {"render_x_realtime": audio / dt, "clips_per_s": num_clips / dt, "render_x_realtime_per_cpu": audio / dc}
