@@ -15,9 +15,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.utils.data import DataLoader
 
-from musiclm.codec.model import codebook_synced
 from musiclm.codec.module import CodecModule
 from musiclm.codec.spectral import ISTFTDecoder
+from musiclm.compat import codebook_synced
+from musiclm.modes import eval_mode
 
 SR = 16_000
 TINY = dict(
@@ -55,7 +56,7 @@ def test_shapes_strides_and_frame_rate():
 def test_paper_profile_is_50hz_12x1024():
     m = CodecModule(channels=1, latent_dim=8, stft_ffts=[64], periods=[2])
     assert (m.sample_rate, m.hop_length, m.frame_rate) == (24_000, 480, 50.0)
-    assert (m.num_quantizers, m.codebook_size, m.kbps()) == (12, 1024, 6.0)
+    assert (m.num_levels, m.codebook_size, m.kbps()) == (12, 1024, 6.0)
 
 
 def test_quantizer_dropout_in_training_only():
@@ -72,6 +73,14 @@ def test_quantizer_dropout_in_training_only():
     assert m.training  # and restores the mode
 
 
+def test_eval_mode_restores_the_mode_also_when_the_block_raises():
+    m = torch.nn.Sequential(torch.nn.Dropout()).train()
+    with pytest.raises(RuntimeError), eval_mode(m):
+        assert not m.training and not m[0].training
+        raise RuntimeError
+    assert m.training and m[0].training
+
+
 SPECTRAL = dict(architecture="spectral", channels=16)
 
 
@@ -80,8 +89,8 @@ def test_decode_encode_at_every_bitrate(arch):
     m = tiny(**arch).eval()
     wave = tones(2, 1200)
     codes = m.encode(wave)
-    for q in range(1, m.num_quantizers + 1):
-        assert m.encode(wave, num_quantizers=q).equal(codes[:, :q])  # a prefix of the full code
+    for q in range(1, m.num_levels + 1):
+        assert m.encode(wave, num_levels=q).equal(codes[:, :q])  # a prefix of the full code
         y = m.decode(codes[:, :q])
         assert y.shape == wave.shape and torch.isfinite(y).all()
     with pytest.raises(ValueError):
@@ -182,7 +191,7 @@ def test_load_from_checkpoint_without_config(tmp_path):
     loaded = CodecModule.load_from_checkpoint(path).eval()
     wave = tones(2, 800)
     assert loaded.encode(wave).equal(m.eval().encode(wave))
-    assert loaded.num_quantizers == 3 and loaded.sample_rate == SR
+    assert loaded.num_levels == 3 and loaded.sample_rate == SR
 
 
 def _ddp_worker(rank: int, world: int, init_file: str, out: str) -> None:

@@ -8,7 +8,7 @@ from functools import partial
 import pytest
 import torch
 
-from musiclm.data.datamodules import AudioTextDataModule
+from musiclm.data.datamodules import AudioTextDataModule, ShardDataModule, TokenDataModule
 from musiclm.data.shards import write_split_shards
 from tests.conftest import make_tone_shards, tone_sample
 
@@ -93,3 +93,15 @@ def test_corrupt_samples_are_skipped_and_counted(tmp_path):
 def test_missing_shards_name_the_make_target(tmp_path):
     with pytest.raises(FileNotFoundError, match="make data"):
         dm(tmp_path).loader("train")
+
+
+def test_from_hparams_drops_cli_bookkeeping_and_applies_overrides(tone_shards):
+    """A hand-off's stored `datamodule_hyper_parameters` rebuild the module; LightningCLI's extra keys are dropped."""
+    stored = {**dict(dm(tone_shards).hparams), "_instantiator": "lightning.pytorch.cli.instantiate_module"}
+    rebuilt = AudioTextDataModule.from_hparams(stored, batch_size=2)
+    assert isinstance(rebuilt, ShardDataModule) and dict(rebuilt.hparams) == {**dict(dm(tone_shards).hparams), "batch_size": 2}
+    stored = {"data_dir": "nowhere", "crop_seconds": 2.0, "semantic_rate": 25.0, "acoustic_rate": 50.0, "_class_path": "x"}
+    tokens = TokenDataModule.from_hparams(stored)
+    assert tokens.hparams.crop_seconds == 2.0 and tokens.collate_fn is not rebuilt.collate_fn
+    with pytest.raises(FileNotFoundError, match="make tokenize"):
+        tokens.loader("val")

@@ -170,6 +170,39 @@ def test_mel_distance_and_si_sdr():
     assert float(si_sdr_db(ref, 3 * ref)) > 60  # invariant to scale
 
 
+def test_codec_loss_and_metric_share_one_mel_distance_with_unchanged_numbers():
+    """MultiResolutionMelLoss and mel_distance are one implementation; both return bit for bit what their separate
+    implementations did (the loss: each resolution's mean over the batch; the metric: the mean of per-clip values)."""
+    from musiclm.audio import LogMel
+    from musiclm.codec.losses import MultiResolutionMelLoss
+    from musiclm.metrics.codec import N_MELS, WINDOWS, MelDistance
+
+    def banks(windows, n_mels):
+        return [LogMel(SR, w, w // 4, m, power=1.0, floor=1e-5) for w, m in zip(windows, n_mels)]
+
+    g = torch.Generator().manual_seed(1)
+    ref = torch.randn(3, SR // 2, generator=g) * 0.1
+    est = (ref + 0.05 * torch.randn(3, SR // 2, generator=g)).requires_grad_()
+    windows, bands = [64, 256, 1024], [10, 40, 160]
+
+    loss = MultiResolutionMelLoss(SR, windows, bands)
+    assert isinstance(loss, MelDistance)
+    old_loss = sum((mel(ref) - mel(est)).abs().mean() for mel in banks(windows, bands)) / math.log(10)
+    new_loss = loss(ref, est)
+    assert torch.equal(new_loss, old_loss)
+    (old_grad,) = torch.autograd.grad(old_loss, est)
+    (new_grad,) = torch.autograd.grad(new_loss, est)
+    assert torch.equal(new_grad, old_grad)
+
+    est = est.detach()  # mel_distance's cached filterbanks may have been built under inference mode by an earlier test
+    old = ref.new_zeros(3)
+    for mel in banks(WINDOWS, N_MELS):
+        old = old + (mel(ref) - mel(est)).abs().mean(dim=(-2, -1)) / math.log(10)
+    assert torch.equal(mel_distance(ref, est, SR, reduction="none"), old)
+    assert torch.equal(mel_distance(ref, est, SR), old.mean())
+    assert torch.allclose(MelDistance(SR)(ref, est), old.mean())  # the two reductions agree up to rounding
+
+
 def test_input_dependence_one_for_an_output_that_ignores_its_input():
     g = torch.Generator().manual_seed(0)
     t = torch.arange(SR) / SR

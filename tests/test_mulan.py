@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from musiclm.data.datamodules import AudioTextDataModule
-from musiclm.mulan import quantizer as mulan_quantizer
+from musiclm.mulan import fit_quantizer
 from musiclm.mulan.loss import ContrastiveLoss
 from musiclm.mulan.metrics import retrieval_metrics, zero_shot_accuracy
 from musiclm.mulan.module import MuLanModule, QuantizerNotFittedError
@@ -101,7 +101,7 @@ def test_embeddings_and_features_shapes(tower):
     m = tiny(audio_tower=tower, resnet_channels=[8, 16], audio_pool="attention" if tower == "resnet" else "mean").eval()
     wave = torch.randn(2, 40_000)  # 2.5 s = longer than the 1-s window
     with torch.no_grad():
-        a, t = m.encode_audio(wave), m.encode_text(["a sine tone", "noise"])
+        a, t = m.embed_audio(wave), m.embed_text(["a sine tone", "noise"])
         feats = m.audio_features(wave, 1)
     assert a.shape == t.shape == (2, 16)
     torch.testing.assert_close(a.norm(dim=-1), torch.ones(2))
@@ -113,7 +113,7 @@ def test_long_audio_is_mean_of_hopped_windows():
     m = tiny().eval()
     wave = torch.randn(1, 28_000)  # 1.75 s: 1-s windows at 0 and 0.5 s, plus one flush with the end
     with torch.no_grad():
-        got = m.encode_audio(wave)
+        got = m.embed_audio(wave)
         starts = [0, 8_000, 12_000]
         parts = [F.normalize(m.audio_proj(m.audio_tower(wave[:, s : s + 16_000])), dim=-1) for s in starts]
         want = F.normalize(torch.stack(parts).mean(0), dim=-1)
@@ -141,7 +141,7 @@ def test_retrieval_and_zero_shot_metrics():
 def test_quantizer_round_trip_and_unfitted_error(tmp_path):
     m = tiny().eval()
     with pytest.raises(QuantizerNotFittedError, match="make train-mulan"):
-        m.tokens_from_audio(torch.randn(1, 16_000))
+        m.tokenize(torch.randn(1, 16_000))
     g = torch.Generator().manual_seed(0)
     centres = F.normalize(torch.randn(6, 16, generator=g), dim=-1)
     x = F.normalize(centres.repeat(40, 1) + 0.02 * torch.randn(240, 16, generator=g), dim=-1)
@@ -189,13 +189,13 @@ def test_tiny_fit_val_loss_falls_then_fit_quantizer_and_reload(tone_shards, tmp_
     trainer.save_checkpoint(run / "mulan" / "model.ckpt", weights_only=True)
     with pytest.raises(QuantizerNotFittedError):
         MuLanModule.load_from_checkpoint(run / "mulan" / "model.ckpt", weights_only=False).tokens_from_text(["x"])
-    err = mulan_quantizer.main(["--run", str(run), "--epochs", "2", "--num-workers", "0"])
+    err = fit_quantizer.main(["--run", str(run), "--epochs", "2", "--num-workers", "0"])
     assert 0.0 <= err < 1.0
     loaded = MuLanModule.load_from_checkpoint(run / "mulan" / "model.ckpt", weights_only=False).eval()  # no config
     assert bool(loaded.quantizer_fitted) and loaded.hparams.audio_dim == 32
     wave = torch.randn(2, 16_000)
-    torch.testing.assert_close(loaded.encode_audio(wave), model.eval().encode_audio(wave))
-    assert loaded.tokens_from_audio(wave).shape == loaded.tokens_from_text(["a sine tone", "noise"]).shape == (2, 3)
+    torch.testing.assert_close(loaded.embed_audio(wave), model.eval().embed_audio(wave))
+    assert loaded.tokenize(wave).shape == loaded.tokens_from_text(["a sine tone", "noise"]).shape == (2, 3)
 
 
 # ------------------------------------------------------------------------------------------------ configs

@@ -49,15 +49,6 @@ class TooShortError(AudioError):
 Source = str | os.PathLike | bytes
 
 
-def audio_info(src: Source) -> tuple[int, int]:
-    """(frames, sample_rate) without decoding the samples; raises DecodeError."""
-    try:
-        info = sf.info(io.BytesIO(src) if isinstance(src, bytes) else os.fspath(src))
-    except Exception as e:  # libsndfile raises several types (LibsndfileError, RuntimeError, TypeError)
-        raise DecodeError(f"cannot read audio header: {e}") from e
-    return int(info.frames), int(info.samplerate)
-
-
 def load_audio(
     src: Source,
     sample_rate: int,

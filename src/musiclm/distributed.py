@@ -16,9 +16,19 @@ import torch.distributed as dist
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, ModelParallelStrategy
 from torch import nn
 
+from musiclm.compat import checkpoint_module, ddp_kwargs, model_parallel_sizes, saves_distributed_checkpoint, set_data_parallel_size
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of the default process group, (0, 1) when there is none. Asked on every call, never
+    cached: a module built before the group exists must still gather and sync once it does."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
 
 def world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    return world()[1]
 
 
 def launcher_rank() -> int:
@@ -33,12 +43,10 @@ def launcher_rank() -> int:
 def checkpoint_blocks(module: nn.Module, block_types: tuple[type[nn.Module], ...]) -> int:
     """Activation checkpointing (composable, non-reentrant) on every block of `block_types`: their activations are
     recomputed in backward instead of stored. Idempotent; returns the number of blocks newly checkpointed."""
-    from torch.distributed._composable import checkpoint
-
     n = 0
     for block in module.modules():
         if isinstance(block, block_types) and not getattr(block, "_musiclm_checkpointed", False):
-            checkpoint(block)
+            checkpoint_module(block)
             block._musiclm_checkpointed = True
             n += 1
     return n
@@ -80,14 +88,18 @@ def shard_blocks(
     return module
 
 
-def configure_sharding(module, activation_checkpointing: bool = False) -> None:
-    """The stages' `configure_model`: FSDP2 of the x-transformers blocks under Lightning's ModelParallelStrategy
-    (`module.device_mesh` is set), activation checkpointing of those blocks when asked (any strategy)."""
+def configure_sharding(
+    module, activation_checkpointing: bool = False, block_types: tuple[type[nn.Module], ...] | None = None
+) -> None:
+    """The stages' `configure_model`: FSDP2 of the transformer blocks (`block_types`, by default x-transformers')
+    under Lightning's ModelParallelStrategy (`module.device_mesh` is set), activation checkpointing of those blocks
+    when asked (any strategy)."""
+    blocks = block_types or transformer_block_types()
     mesh = getattr(module, "device_mesh", None)
     if mesh is not None:
-        shard_blocks(module, transformer_block_types(), mesh, activation_checkpointing)
+        shard_blocks(module, blocks, mesh, activation_checkpointing)
     elif activation_checkpointing:
-        checkpoint_blocks(module, transformer_block_types())
+        checkpoint_blocks(module, blocks)
 
 
 def is_sharded(module: nn.Module) -> bool:
@@ -105,7 +117,7 @@ def plain(x: torch.Tensor) -> torch.Tensor:
 
 def transformer_block_types() -> tuple[type[nn.Module], ...]:
     """x-transformers' attention and feed-forward blocks: the FSDP wrap unit for every transformer stage."""
-    from x_transformers.x_transformers import Attention, FeedForward
+    from x_transformers import Attention, FeedForward
 
     return (Attention, FeedForward)
 
@@ -131,7 +143,7 @@ class StageDDPStrategy(DDPStrategy):
         find = self.find_unused_parameters
         if find is None:
             find = not self.lightning_module.automatic_optimization
-        self._ddp_kwargs["find_unused_parameters"] = bool(find)
+        ddp_kwargs(self)["find_unused_parameters"] = bool(find)
         super().configure_ddp()
 
 
@@ -141,18 +153,19 @@ class FSDP2Strategy(ModelParallelStrategy):
     so one config serves any DEVICES x NODES; Lightning's own `auto` is the number of nodes."""
 
     def setup_environment(self) -> None:
-        if self._data_parallel_size == "auto" and self._tensor_parallel_size != "auto":
+        data_parallel, tensor_parallel = model_parallel_sizes(self)
+        if data_parallel == "auto" and tensor_parallel != "auto":
             world = self.num_nodes * self.num_processes
-            if world % int(self._tensor_parallel_size):
-                raise ValueError(f"world size {world} is not a multiple of tensor_parallel_size {self._tensor_parallel_size}")
-            self._data_parallel_size = world // int(self._tensor_parallel_size)
+            if world % int(tensor_parallel):
+                raise ValueError(f"world size {world} is not a multiple of tensor_parallel_size {tensor_parallel}")
+            set_data_parallel_size(self, world // int(tensor_parallel))
         super().setup_environment()
 
     def save_checkpoint(self, checkpoint: dict[str, Any], filepath, storage_options: Any | None = None) -> None:
         """A sharded checkpoint is a folder written by every rank: write it beside the old one and swap them on rank
         0, so a `kill -9` during the save leaves the previous complete checkpoint (`last.ckpt`, or `last.ckpt.old`
         for the instant between the two renames, which `recover_checkpoint` puts back)."""
-        if not self._save_distributed_checkpoint:
+        if not saves_distributed_checkpoint(self):
             return super().save_checkpoint(checkpoint, filepath, storage_options)
         path = Path(self.broadcast(str(filepath)))
         partial, old = path.with_name(path.name + ".partial"), path.with_name(path.name + ".old")

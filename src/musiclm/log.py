@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    import lightning as L
 
 
 def _experiment(logger):
@@ -90,3 +94,9 @@ def log_matrix(logger, tag: str, matrix: torch.Tensor, step: int, xlabel: str = 
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     exp.add_image(tag, figure_to_array(fig), step, dataformats="HWC")
+
+
+def log_skipped(module: L.LightningModule, batch: dict[str, Any]) -> None:
+    """Log how many corrupt samples the loader dropped (summed over the epoch)."""
+    if "skipped" in batch:
+        module.log("data/skipped", batch["skipped"].float(), on_step=False, on_epoch=True, reduce_fx="sum", batch_size=1)

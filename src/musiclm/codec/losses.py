@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from musiclm.audio import LogMel
+from musiclm.metrics.codec import MelDistance
 
 
-class MultiResolutionMelLoss(nn.Module):
-    """Sum over resolutions of the mean |log10 mel(x) - log10 mel(y)| (magnitude mel, floor 1e-5): the training
-    form of the val metric `musiclm.metrics.codec.mel_distance`, with configurable windows (hop = window / 4)."""
-
-    def __init__(self, sample_rate: int, windows: list[int], n_mels: list[int]):
-        super().__init__()
-        if len(windows) != len(n_mels):
-            raise ValueError("windows and n_mels need one entry per resolution")
-        self.mels = nn.ModuleList(LogMel(sample_rate, w, w // 4, m, power=1.0, floor=1e-5) for w, m in zip(windows, n_mels))
-
-    def forward(self, ref: torch.Tensor, est: torch.Tensor) -> torch.Tensor:
-        return sum((mel(ref) - mel(est)).abs().mean() for mel in self.mels) / math.log(10)
+class MultiResolutionMelLoss(MelDistance):
+    """The val metric's mel distance (`musiclm.metrics.codec.MelDistance`) as the reconstruction loss, over the
+    configured resolutions (hop = window / 4) and averaged over the batch: training and validation measure alike."""
 
 
 def discriminator_hinge(real: list[torch.Tensor], fake: list[torch.Tensor]) -> torch.Tensor:

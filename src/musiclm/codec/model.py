@@ -12,11 +12,9 @@ import math
 from typing import Literal
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from vector_quantize_pytorch import ResidualVQ
-from vector_quantize_pytorch.vector_quantize_pytorch import batched_sample_vectors, noop, sample_vectors_distributed
 
 from musiclm.codec.layers import DILATIONS, CausalConv1d, CausalConvTranspose1d, Reduce, ResidualUnit, scale_to_unit_std
 from musiclm.codec.spectral import ISTFTDecoder, SpectralEncoder
@@ -93,26 +91,6 @@ class Decoder(nn.Module):
         return 0
 
 
-def is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def set_codebook_sync(rvq: ResidualVQ, enabled: bool) -> None:
-    """Switch k-means init, dead-code sampling and EMA statistics of every level to all-reduce across processes.
-
-    vector-quantize-pytorch decides this once in its constructor from the process group of that moment; a module
-    built before the group exists (the usual case with Lightning) would otherwise train unsynced codebooks."""
-    for layer in rvq.layers:
-        cb = layer._codebook
-        cb.use_ddp = enabled
-        cb.sample_fn = cb.replace_sample_fn = sample_vectors_distributed if enabled else batched_sample_vectors
-        cb.kmeans_all_reduce_fn = cb.all_reduce_fn = dist.all_reduce if enabled else noop
-
-
-def codebook_synced(rvq: ResidualVQ) -> bool:
-    return all(layer._codebook.use_ddp and layer._codebook.all_reduce_fn is dist.all_reduce for layer in rvq.layers)
-
-
 class SoundStream(nn.Module):
     """Encoder, residual VQ with quantizer dropout (one model, every bitrate), decoder."""
 
@@ -160,7 +138,7 @@ class SoundStream(nn.Module):
             decay=ema_decay,
             threshold_ema_dead_code=dead_code_threshold,
             commitment_weight=commitment_weight,
-            sync_codebook=False,  # switched on by set_codebook_sync when training starts distributed
+            sync_codebook=False,  # switched on by musiclm.compat.set_codebook_sync when training starts distributed
             sync_kmeans=True,
         )
 

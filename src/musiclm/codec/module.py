@@ -8,15 +8,16 @@ from typing import Literal
 
 import lightning as L
 import torch
-from torch import nn
 
 from musiclm.audio import log_mel
 from musiclm.codec.discriminators import Discriminators
 from musiclm.codec.losses import MultiResolutionMelLoss, discriminator_hinge, feature_matching, generator_hinge
-from musiclm.codec.model import SoundStream, is_distributed, set_codebook_sync
-from musiclm.data.datamodules import log_skipped
-from musiclm.log import log_audio, log_spectrograms
+from musiclm.codec.model import SoundStream
+from musiclm.compat import attached_trainer, reset_codebook_init, set_codebook_sync
+from musiclm.distributed import world_size
+from musiclm.log import log_audio, log_skipped, log_spectrograms
 from musiclm.metrics.codec import input_dependence, mel_distance, si_sdr_db
+from musiclm.modes import eval_mode
 
 
 def codebook_stats(codes: torch.Tensor, codebook_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,7 +38,7 @@ def codebook_stats(codes: torch.Tensor, codebook_size: int) -> tuple[torch.Tenso
 
 class CodecModule(L.LightningModule):
     """Residual-VQ neural audio codec. Downstream stages use `encode`, `decode` (optionally chunked) and the
-    properties `sample_rate`, `frame_rate`, `hop_length`, `num_quantizers`, `codebook_size`."""
+    properties `sample_rate`, `frame_rate`, `hop_length`, `num_levels`, `codebook_size` (the AudioTokenizer role)."""
 
     cli_links = [("data.sample_rate", "model.sample_rate")]
 
@@ -118,37 +119,41 @@ class CodecModule(L.LightningModule):
         return self.sample_rate / self.hop_length
 
     @property
-    def num_quantizers(self) -> int:
+    def num_levels(self) -> int:
         return int(self.hparams.num_quantizers)
 
     @property
     def codebook_size(self) -> int:
         return int(self.hparams.codebook_size)
 
-    def kbps(self, num_quantizers: int | None = None) -> float:
-        return self.frame_rate * (num_quantizers or self.num_quantizers) * math.log2(self.codebook_size) / 1000
+    def kbps(self, num_levels: int | None = None) -> float:
+        return self.frame_rate * (num_levels or self.num_levels) * math.log2(self.codebook_size) / 1000
 
     @torch.no_grad()
-    def encode(self, wave: torch.Tensor, num_quantizers: int | None = None, chunk_frames: int | None = None) -> torch.Tensor:
+    def encode(self, wave: torch.Tensor, num_levels: int | None = None, chunk_frames: int | None = None) -> torch.Tensor:
         """wave [B, T] or [B, 1, T] at `sample_rate` -> LongTensor codes [B, Q, ceil(T / hop_length)] using the first
-        `num_quantizers` levels (all by default). Always runs the quantizer in eval mode (no dropped levels, no
+        `num_levels` levels (all by default). Always runs the quantizer in eval mode (no dropped levels, no
         codebook updates). With `chunk_frames`, encodes chunk by chunk with enough left context to match the
         full-signal codes while holding only one chunk's activations."""
         wave = wave.reshape(wave.shape[0], 1, wave.shape[-1]).to(self.device)
-        with _eval(self.generator):
+        with eval_mode(self.generator):
             if chunk_frames is None:
                 codes = self.generator.encode(wave)
             else:
                 codes = torch.cat(list(self.iter_encode(wave, chunk_frames)), dim=-1)
-        return codes[:, : num_quantizers or self.num_quantizers].long()
+        return codes[:, : num_levels or self.num_levels].long()
+
+    def tokenize(self, wave: torch.Tensor) -> torch.Tensor:
+        """The acoustic tokens `musiclm tokenize` writes: every level, [B, Q, F]."""
+        return self.encode(wave)
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor, chunk_frames: int | None = None) -> torch.Tensor:
-        """codes [B, Q', frames] with Q' <= num_quantizers (fewer levels = lower bitrate) -> wave [B, frames * hop]."""
-        if codes.shape[1] > self.num_quantizers:
-            raise ValueError(f"codes have {codes.shape[1]} levels, the codec has {self.num_quantizers}")
+        """codes [B, Q', frames] with Q' <= num_levels (fewer levels = lower bitrate) -> wave [B, frames * hop]."""
+        if codes.shape[1] > self.num_levels:
+            raise ValueError(f"codes have {codes.shape[1]} levels, the codec has {self.num_levels}")
         codes = codes.to(self.device)
-        with _eval(self.generator):
+        with eval_mode(self.generator):
             if chunk_frames is None:
                 return self.generator.decode(codes)[:, 0]
             return torch.cat(list(self.iter_decode(codes, chunk_frames)), dim=-1)
@@ -172,17 +177,18 @@ class CodecModule(L.LightningModule):
             c1 = min(frames, f1 + lookahead)
             yield self.generator.decode(codes[..., c0:c1], c0)[:, 0, (f0 - c0) * hop : (f1 - c0) * hop]
 
-    def reconstruct(self, wave: torch.Tensor, num_quantizers: int | None = None) -> torch.Tensor:
+    def reconstruct(self, wave: torch.Tensor, num_levels: int | None = None) -> torch.Tensor:
         """wave [B, T] -> decode(encode(wave)) cut to T samples."""
-        return self.decode(self.encode(wave, num_quantizers))[..., : wave.shape[-1]]
+        return self.decode(self.encode(wave, num_levels))[..., : wave.shape[-1]]
 
     # ---------------------------------------------------------------- training
     def setup(self, stage: str) -> None:
         # The process group exists by now (not when __init__ ran): decide codebook syncing here.
-        set_codebook_sync(self.generator.quantizer, is_distributed())
+        set_codebook_sync(self.generator.quantizer, world_size() > 1)
         # Intra-op threads on CPU: this model's ops are small (8-32 channels), so on a shared machine every parallel
         # region waits on a descheduled thread; 1 thread (plus the loader worker) was ~10x faster than 2 at load ~5.
-        if self.hparams.cpu_threads and self._trainer is not None and self._trainer.strategy.root_device.type == "cpu":
+        trainer = attached_trainer(self)
+        if self.hparams.cpu_threads and trainer is not None and trainer.strategy.root_device.type == "cpu":
             torch.set_num_threads(self.hparams.cpu_threads)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -256,7 +262,7 @@ class CodecModule(L.LightningModule):
             logs["train/grad_norm_g"] = norm_g
         logs["train/skipped_nonfinite"] = self.skipped_nonfinite.float()
         perplexity, usage = codebook_stats(codes, self.codebook_size)
-        for q in range(self.num_quantizers):
+        for q in range(self.num_levels):
             logs[f"codebook/perplexity_q{q + 1}"] = perplexity[q]
             logs[f"codebook/usage_q{q + 1}"] = usage[q]
         self.log_dict(logs, prog_bar=False)
@@ -265,9 +271,10 @@ class CodecModule(L.LightningModule):
     def normalize_latents(self, wave: torch.Tensor) -> None:
         """Data-dependent init of the encoder on the first training batch (see each encoder's `init_from_data`):
         latents at unit std, so the decoder cannot ignore them. Statistics are averaged over processes."""
+        trainer = attached_trainer(self)
 
         def reduce(t: torch.Tensor) -> torch.Tensor:
-            return self.trainer.strategy.reduce(t, reduce_op="mean") if self._trainer is not None else t
+            return trainer.strategy.reduce(t, reduce_op="mean") if trainer is not None else t
 
         self.generator.encoder.init_from_data(self.generator.pad(wave), reduce)
 
@@ -280,7 +287,7 @@ class CodecModule(L.LightningModule):
         if sum(len(b) for b in self._kmeans_buffer) >= n:
             self.init_codebooks(torch.cat(self._kmeans_buffer)[-n:])
             self._kmeans_buffer.clear()
-        codes = torch.full((z.shape[0], self.num_quantizers, z.shape[-1]), -1, dtype=torch.long, device=z.device)
+        codes = torch.full((z.shape[0], self.num_levels, z.shape[-1]), -1, dtype=torch.long, device=z.device)
         return g.decoder(z), codes, z.new_zeros(())
 
     @torch.no_grad()
@@ -288,8 +295,7 @@ class CodecModule(L.LightningModule):
         """K-means initialise every level of the residual VQ on `latents` [N, latent_dim] (level l on the residuals
         left by levels < l), then use the quantizer from the next step on."""
         rvq = self.generator.quantizer
-        for layer in rvq.layers:
-            layer._codebook.initted.fill_(False)
+        reset_codebook_init(rvq)
         dropout, was_training = rvq.quantize_dropout, rvq.training
         rvq.quantize_dropout = False
         try:
@@ -301,7 +307,7 @@ class CodecModule(L.LightningModule):
 
     # ---------------------------------------------------------------- validation
     def val_levels(self) -> list[int]:
-        levels = sorted({q for q in self.hparams.val_quantizers if q <= self.num_quantizers} | {self.num_quantizers})
+        levels = sorted({q for q in self.hparams.val_quantizers if q <= self.num_levels} | {self.num_levels})
         return levels
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -309,7 +315,7 @@ class CodecModule(L.LightningModule):
         codes = self.encode(x)
         for q in self.val_levels():
             y = self.decode(codes[:, :q])
-            suffix = "" if q == self.num_quantizers else f"@q{q}"
+            suffix = "" if q == self.num_levels else f"@q{q}"
             self.log(f"val/mel_distance{suffix}", mel_distance(x, y, self.sample_rate), sync_dist=True, batch_size=len(x))
             self.log(f"val/si_sdr_db{suffix}", si_sdr_db(x, y), sync_dist=True, batch_size=len(x))
         if len(x) > 1:
@@ -326,16 +332,3 @@ class CodecModule(L.LightningModule):
             mels = [log_mel(w.float().cpu(), sr, n_fft=1024, hop_length=sr // 100, n_mels=80) for w in (a, b)]
             titles = ["original", f"reconstructed ({self.kbps():.1f} kbps)"]
             log_spectrograms(self.logger, f"val_spectrogram/{i}", mels, step, titles, frame_rate=100.0)
-
-
-class _eval:
-    """Context manager: module in eval mode inside, previous mode restored after."""
-
-    def __init__(self, module: nn.Module):
-        self.module, self.was_training = module, module.training
-
-    def __enter__(self) -> nn.Module:
-        return self.module.eval()
-
-    def __exit__(self, *exc) -> None:
-        self.module.train(self.was_training)

@@ -1,11 +1,14 @@
-"""Lightning data modules: one per input kind (audio+text shards, token shards)."""
+"""Lightning data modules: one per input kind (audio+text shards, token shards), over one shard-reading base."""
 
 from __future__ import annotations
 
+import inspect
 import json
+import math
 import random
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
 import lightning as L
 import numpy as np
@@ -20,10 +23,71 @@ from musiclm.data.tokens import check_token_freshness, collate_tokens, decode_to
 CaptionMode = Literal["caption", "tags", "random"]
 
 
-def log_skipped(module: L.LightningModule, batch: dict[str, Any]) -> None:
-    """Log how many corrupt samples the loader dropped (summed over the epoch)."""
-    if "skipped" in batch:
-        module.log("data/skipped", batch["skipped"].float(), on_step=False, on_epoch=True, reduce_fx="sum", batch_size=1)
+class ShardDataModule(L.LightningDataModule):
+    """Batches from webdataset shards in `data_dir/<split>/`: train streams resampled for an epoch of
+    `train_epoch_clips` (default: the train manifest's size) over all ranks, val/test read once and split over ranks.
+
+    Subclasses set `data_dir` and save their own hyperparameters (`batch_size`, `num_workers`, `shuffle_buffer`,
+    `train_epoch_clips`, `seed`), and provide the per-sample decoder; the stored hyperparameters are what a hand-off
+    records, so each subclass keeps its own constructor."""
+
+    data_dir: Path
+    shard_kind: ClassVar[str]  # "token shards", ...: names what is missing in the error message
+    build_command: ClassVar[str]  # the command that builds the shards
+    decode_errors: ClassVar[tuple[type[BaseException], ...]]  # a sample failing with these is dropped and counted
+    collate_fn: ClassVar[Callable[[list[dict]], dict[str, Any]]]
+
+    @classmethod
+    def from_hparams(cls, hparams: dict[str, Any], **overrides: Any) -> Self:
+        """Rebuild from a hand-off's `datamodule_hyper_parameters`: keys the constructor does not take (LightningCLI's
+        bookkeeping such as `_instantiator`) are dropped; `overrides` win and are passed as they are."""
+        accepted = inspect.signature(cls).parameters
+        return cls(**{k: v for k, v in hparams.items() if k in accepted} | overrides)
+
+    def decoder(self, train: bool, seed: int, rank: int) -> Callable[[dict], dict[str, Any] | None]:
+        """One split's sample decoder (None or a `decode_errors` exception drops a sample); `train` picks random crops,
+        `seed` and `rank` seed its draws so ranks differ."""
+        raise NotImplementedError
+
+    def shards(self, split: str) -> list[str]:
+        urls = list_shards(self.data_dir / split)
+        if not urls:
+            raise FileNotFoundError(f"no {self.shard_kind} in {self.data_dir / split}: build them with `{self.build_command}`")
+        return urls
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def dataset(self, split: str, rank: int = 0, world_size: int = 1):
+        hp, train = self.hparams, split == "train"
+        seed = train_seed(hp.seed, self.trainer) if train else hp.seed
+        decode = self.decoder(train, seed, rank)
+        epoch = None
+        if train:
+            total = hp.train_epoch_clips or read_manifest(self.data_dir / split)["num_samples"]
+            epoch = per_worker(total, world_size, hp.num_workers)
+        return shard_stream(
+            self.shards(split), decode, self.decode_errors, train=train, rank=rank, world_size=world_size,
+            shuffle_buffer=hp.shuffle_buffer, seed=seed, samples_per_worker=epoch,
+        )  # fmt: skip
+
+    def loader(self, split: str) -> DataLoader:
+        rank, world = self._rank()
+        hp = self.hparams
+        return DataLoader(
+            self.dataset(split, rank, world), batch_size=hp.batch_size, num_workers=hp.num_workers,
+            collate_fn=self.collate_fn, persistent_workers=hp.num_workers > 0,  # workers keep their stream's epoch counter
+        )  # fmt: skip
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader("test")
 
 
 def choose_text(meta: dict, mode: CaptionMode, rng: random.Random | None) -> str:
@@ -66,12 +130,16 @@ class AudioTextDecoder:
         }
 
 
-class AudioTextDataModule(L.LightningDataModule):
+class AudioTextDataModule(ShardDataModule):
     """Audio shards (`data/shards/<DATASET>/<split>/`) -> batches {audio [B,T], text, key, meta, skipped}.
 
     `batch_size` is per device. `train_epoch_clips` sets the epoch length over all ranks (default: the train split's
     size from its manifest), which keeps multi-node epochs equal without counting shards.
     """
+
+    shard_kind, build_command = "shards", "make data"
+    decode_errors = (AudioError, KeyError, ValueError)
+    collate_fn = staticmethod(collate)
 
     def __init__(
         self,
@@ -93,75 +161,26 @@ class AudioTextDataModule(L.LightningDataModule):
     def clip_samples(self) -> int:
         return int(round(self.hparams.clip_seconds * self.hparams.sample_rate))
 
-    def shards(self, split: str) -> list[str]:
-        urls = list_shards(self.data_dir / split)
-        if not urls:
-            raise FileNotFoundError(f"no shards in {self.data_dir / split}: build them with `make data`")
-        return urls
-
-    def _rank(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-
-    def dataset(self, split: str, rank: int = 0, world_size: int = 1):
-        train = split == "train"
-        hp = self.hparams
-        seed = train_seed(hp.seed, self.trainer) if train else hp.seed
-        decode = AudioTextDecoder(hp.sample_rate, self.clip_samples, train, hp.caption_mode, seed, rank)
-        epoch = None
-        if train:
-            total = hp.train_epoch_clips or read_manifest(self.data_dir / split)["num_samples"]
-            epoch = per_worker(total, world_size, hp.num_workers)
-        return shard_stream(
-            self.shards(split),
-            decode,
-            (AudioError, KeyError, ValueError),
-            train=train,
-            rank=rank,
-            world_size=world_size,
-            shuffle_buffer=hp.shuffle_buffer,
-            seed=seed,
-            samples_per_worker=epoch,
-        )
-
-    def loader(self, split: str) -> DataLoader:
-        rank, world = self._rank()
-        return DataLoader(
-            self.dataset(split, rank, world),
-            batch_size=self.hparams.batch_size,
-            num_workers=self.hparams.num_workers,
-            collate_fn=collate,
-            persistent_workers=self.hparams.num_workers > 0,  # workers keep their stream's epoch counter
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self.loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self.loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self.loader("test")
+    def decoder(self, train: bool, seed: int, rank: int) -> AudioTextDecoder:
+        return AudioTextDecoder(self.hparams.sample_rate, self.clip_samples, train, self.hparams.caption_mode, seed, rank)
 
 
 class TokenDecoder:
     """Decode a token sample and crop a window aligned across streams: the crop starts on a semantic frame, so
-    acoustic frame = semantic frame * (acoustic_rate / semantic_rate). Clips shorter than the crop are kept whole
+    acoustic frame = round(semantic frame * acoustic_rate / semantic_rate), whatever the ratio (2 for a 50-Hz
+    codec, 3 for EnCodec's 75 Hz, 3.45 for DAC 44.1 kHz). Clips shorter than the crop are kept whole
     (`collate_tokens` pads and masks them)."""
 
     def __init__(self, crop_seconds: float | None, semantic_rate: float, acoustic_rate: float, train: bool, seed: int):
         self.crop_seconds, self.semantic_rate, self.acoustic_rate, self.train = crop_seconds, semantic_rate, acoustic_rate, train
         self.ratio = acoustic_rate / semantic_rate
-        if self.ratio != int(self.ratio):
-            raise ValueError("acoustic_rate must be a whole multiple of semantic_rate")
-        self.ratio = int(self.ratio)
         self.seed = seed
         self._rng: random.Random | None = None
 
     def __call__(self, sample: dict) -> dict[str, Any] | None:
         x = decode_token_sample(sample)
         sem, ac = x["semantic"], x["acoustic"]
-        frames = min(len(sem), ac.shape[-1] // self.ratio)
+        frames = min(len(sem), math.floor(ac.shape[-1] / self.ratio + 1e-6))
         if frames == 0:
             return None
         n_sem = frames if self.crop_seconds is None else min(frames, round(self.crop_seconds * self.semantic_rate))
@@ -173,29 +192,34 @@ class TokenDecoder:
         return {
             "mulan": x["mulan"],
             "semantic": sem[start : start + n_sem],
-            "acoustic": ac[:, start * self.ratio : (start + n_sem) * self.ratio],
+            "acoustic": ac[:, round(start * self.ratio) : round((start + n_sem) * self.ratio)],
             "text": x["json"]["caption"],
             "key": sample["__key__"],
             "meta": x["json"],
         }
 
 
-class TokenDataModule(L.LightningDataModule):
+class TokenDataModule(ShardDataModule):
     """Token shards (`data/tokens/<RUN>/<split>/`) -> batches {mulan [B,Qm], semantic [B,Ts], acoustic [B,Q,Ta],
-    semantic_mask [B,Ts], acoustic_mask [B,Ta], text, key, meta, skipped}, windows aligned across the 25-Hz semantic
-    and 50-Hz acoustic streams.
+    semantic_mask [B,Ts], acoustic_mask [B,Ta], text, key, meta, skipped}, windows aligned across the semantic and
+    acoustic streams at the frame rates the manifest records (unless `semantic_rate` / `acoustic_rate` are given).
 
-    `crop_seconds=None` keeps whole clips; shorter clips are padded to the batch's longest and masked. With `run` set, tokens made by other
-    checkpoints than the run's current ones are refused (`make tokenize` rebuilds them). Batch size is per device.
+    `crop_seconds=None` keeps whole clips; shorter clips are padded to the batch's longest and masked. With `run`
+    set, tokens made by other checkpoints than the run's current ones are refused (`make tokenize` rebuilds them).
+    Batch size is per device.
     """
+
+    shard_kind, build_command = "token shards", "make tokenize"
+    decode_errors = (KeyError, ValueError)
+    collate_fn = staticmethod(collate_tokens)
 
     def __init__(
         self,
         data_dir: str = "data/tokens/demo",
         run: str | None = None,
         crop_seconds: float | None = None,
-        semantic_rate: float = 25.0,
-        acoustic_rate: float = 50.0,
+        semantic_rate: float | None = None,
+        acoustic_rate: float | None = None,
         batch_size: int = 16,
         num_workers: int = 2,
         shuffle_buffer: int = 512,
@@ -216,39 +240,9 @@ class TokenDataModule(L.LightningDataModule):
         path = self.data_dir / "train" / "manifest.json"
         return json.loads(path.read_text()).get("vocab") if path.exists() else None
 
-    def shards(self, split: str) -> list[str]:
-        urls = list_shards(self.data_dir / split)
-        if not urls:
-            raise FileNotFoundError(f"no token shards in {self.data_dir / split}: build them with `make tokenize`")
-        return urls
-
-    def dataset(self, split: str, rank: int = 0, world_size: int = 1):
-        hp, train = self.hparams, split == "train"
-        seed = train_seed(hp.seed, self.trainer) if train else hp.seed
-        decode = TokenDecoder(hp.crop_seconds, hp.semantic_rate, hp.acoustic_rate, train, hash((seed, rank)))
-        epoch = None
-        if train:
-            total = hp.train_epoch_clips or read_manifest(self.data_dir / split)["num_samples"]
-            epoch = per_worker(total, world_size, hp.num_workers)
-        return shard_stream(
-            self.shards(split), decode, (KeyError, ValueError), train=train, rank=rank, world_size=world_size,
-            shuffle_buffer=hp.shuffle_buffer, seed=seed, samples_per_worker=epoch,
-        )  # fmt: skip
-
-    def loader(self, split: str) -> DataLoader:
-        trainer = self.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+    def decoder(self, train: bool, seed: int, rank: int) -> TokenDecoder:
         hp = self.hparams
-        return DataLoader(
-            self.dataset(split, rank, world), batch_size=hp.batch_size, num_workers=hp.num_workers,
-            collate_fn=collate_tokens, persistent_workers=hp.num_workers > 0,
-        )  # fmt: skip
-
-    def train_dataloader(self) -> DataLoader:
-        return self.loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self.loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self.loader("test")
+        rates = {k: hp[k] if hp[k] is not None else (self.vocab or {}).get(k) for k in ("semantic_rate", "acoustic_rate")}
+        if None in rates.values():
+            raise ValueError(f"{self.data_dir}: its manifest records no frame rates: rebuild it with `make tokenize`")
+        return TokenDecoder(hp.crop_seconds, rates["semantic_rate"], rates["acoustic_rate"], train, hash((seed, rank)))

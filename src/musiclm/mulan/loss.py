@@ -11,25 +11,16 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.distributed.nn.functional import all_gather
 
-from musiclm.distributed import plain
-
-
-def world() -> tuple[int, int]:
-    """(rank, world_size) of the default process group, (0, 1) when there is none."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+from musiclm.distributed import plain, world, world_size
 
 
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Concatenate x [n, ...] from all processes along dim 0 (equal n everywhere), differentiably."""
-    _, size = world()
-    if size == 1:
+    if world_size() == 1:
         return x
     return torch.cat(all_gather(x), dim=0)
 

@@ -1,5 +1,5 @@
 """MuLanModule: contrastive audio-text training, retrieval/zero-shot validation, and the embedding/token API that
-every downstream stage uses (`encode_audio`, `encode_text`, `tokens_from_audio`, `tokens_from_text`,
+every downstream stage uses (`embed_audio`, `embed_text`, `tokenize`, `tokens_from_text`,
 `audio_features`)."""
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
-from musiclm.data.datamodules import log_skipped
-from musiclm.distributed import configure_sharding
-from musiclm.log import log_matrix
-from musiclm.mulan.loss import ContrastiveLoss, world
+from musiclm.distributed import configure_sharding, world_size
+from musiclm.log import log_matrix, log_skipped
+from musiclm.modes import eval_mode
+from musiclm.mulan.loss import ContrastiveLoss
 from musiclm.mulan.metrics import retrieval_metrics, zero_shot_accuracy
 from musiclm.mulan.quantizer import build_quantizer, fit_residual_vq, quantize
 from musiclm.mulan.towers import MINILM, PretrainedTextTower, ResNetTower, ScratchTextTower, SpectrogramTransformer
+from musiclm.optim import warmup_cosine
 
 # Zero-shot prompt templates per synthetic-corpus attribute; `{}` is the class name (underscores read as spaces).
 DEFAULT_PROMPTS: dict[str, list[str]] = {
@@ -122,7 +123,7 @@ class MuLanModule(L.LightningModule):
         return int(self.hparams.embed_dim)
 
     @property
-    def num_quantizers(self) -> int:
+    def num_levels(self) -> int:
         return int(self.hparams.num_quantizers)
 
     @property
@@ -149,7 +150,7 @@ class MuLanModule(L.LightningModule):
             starts.append(wave.shape[-1] - w)
         return torch.stack([wave[:, s : s + w] for s in starts], dim=1)
 
-    def encode_audio(self, wave: torch.Tensor) -> torch.Tensor:
+    def embed_audio(self, wave: torch.Tensor) -> torch.Tensor:
         """wave [B, T] (or [T]) at `sample_rate` -> [B, embed_dim], L2-normalised. Audio longer than the window is
         the mean over windows `window_hop_seconds` apart, renormalised (the paper's 10-s windows, 1-s hop)."""
         wave = wave[None] if wave.ndim == 1 else wave
@@ -159,7 +160,7 @@ class MuLanModule(L.LightningModule):
         emb = F.normalize(self.audio_proj(self.audio_tower(win.reshape(b * n, t))).float(), dim=-1)
         return F.normalize(emb.reshape(b, n, -1).mean(1), dim=-1)
 
-    def encode_text(self, texts: list[str]) -> torch.Tensor:
+    def embed_text(self, texts: list[str]) -> torch.Tensor:
         """list of B strings -> [B, embed_dim], L2-normalised."""
         return F.normalize(self.text_proj(self.text_tower(list(texts))).float(), dim=-1)
 
@@ -187,27 +188,26 @@ class MuLanModule(L.LightningModule):
 
     @torch.no_grad()
     def tokens_from_embeddings(self, emb: torch.Tensor) -> torch.Tensor:
-        """[B, embed_dim] -> LongTensor [B, num_quantizers] through the one fitted residual VQ (frozen)."""
+        """[B, embed_dim] -> LongTensor [B, num_levels] through the one fitted residual VQ (frozen)."""
         self.require_quantizer()
-        was_training = self.quantizer.training
-        self.quantizer.eval()  # train mode would update the codebooks with EMA
-        _, idx = quantize(self.quantizer, emb)
-        self.quantizer.train(was_training)
+        with eval_mode(self.quantizer):  # train mode would update the codebooks with EMA
+            _, idx = quantize(self.quantizer, emb)
         return idx.long()
 
     @torch.no_grad()
     def embeddings_from_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """LongTensor [B, num_quantizers] -> quantized embeddings [B, embed_dim]."""
+        """LongTensor [B, num_levels] -> quantized embeddings [B, embed_dim]."""
         self.require_quantizer()
         return self.quantizer.get_output_from_indices(tokens[:, None, :])[:, 0]
 
     @torch.no_grad()
-    def tokens_from_audio(self, wave: torch.Tensor) -> torch.Tensor:
-        return self.tokens_from_embeddings(self.encode_audio(wave))
+    def tokenize(self, wave: torch.Tensor) -> torch.Tensor:
+        """wave [B, T] -> MuLan tokens [B, num_levels]: what the LMs train on (text tokens at inference)."""
+        return self.tokens_from_embeddings(self.embed_audio(wave))
 
     @torch.no_grad()
     def tokens_from_text(self, texts: list[str]) -> torch.Tensor:
-        return self.tokens_from_embeddings(self.encode_text(texts))
+        return self.tokens_from_embeddings(self.embed_text(texts))
 
     def fit_quantizer(self, audio_embeddings: torch.Tensor, epochs: int = 20) -> float:
         """(Re)fit the residual VQ from scratch on audio embeddings [N, embed_dim]; returns the relative error."""
@@ -220,7 +220,7 @@ class MuLanModule(L.LightningModule):
     # ---------------------------------------------------------------- training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         log_skipped(self, batch)
-        audio, text = self.encode_audio(batch["audio"]), self.encode_text(batch["text"])
+        audio, text = self.embed_audio(batch["audio"]), self.embed_text(batch["text"])
         loss = self.loss_fn(audio, text)  # negatives gathered from every process
         bs = len(batch["text"])
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
@@ -228,7 +228,7 @@ class MuLanModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        audio, text = self.encode_audio(batch["audio"]), self.encode_text(batch["text"])
+        audio, text = self.embed_audio(batch["audio"]), self.embed_text(batch["text"])
         loss = self.loss_fn(audio, text, gather=False)  # per-process batches may differ in size in validation
         self.log("val/loss", loss, prog_bar=True, batch_size=len(audio), sync_dist=True)
         self._val.append({"audio": audio.cpu(), "text": text.cpu(), "caption": list(batch["text"]), "meta": list(batch["meta"])})
@@ -244,7 +244,7 @@ class MuLanModule(L.LightningModule):
             "caption": [c for v in self._val for c in v["caption"]],
             "meta": [m for v in self._val for m in v["meta"]],
         }
-        _, size = world()
+        size = world_size()
         if size == 1:
             return local
         parts: list[Any] = [None] * size
@@ -268,7 +268,7 @@ class MuLanModule(L.LightningModule):
             values = [(m.get("attributes") or {}).get(attr) for m in val["meta"]]
             if any(v is None for v in values) or len(set(map(str, values))) < 2:
                 continue
-            acc, chance = zero_shot_accuracy(audio, [str(v) for v in values], templates, lambda p: self.encode_text(p).cpu())
+            acc, chance = zero_shot_accuracy(audio, [str(v) for v in values], templates, lambda p: self.embed_text(p).cpu())
             metrics[f"zero_shot/{attr}_acc"], metrics[f"zero_shot/{attr}_chance"] = acc, chance
         # every process holds the same gathered values, so no further reduction is needed
         self.log_dict({f"val/{k}": v for k, v in metrics.items()}, sync_dist=True)
@@ -307,16 +307,7 @@ class MuLanModule(L.LightningModule):
             ],
             betas=(0.9, 0.98),
         )
-        total = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else None
-
-        def schedule(step: int) -> float:
-            """Linear warmup, then cosine decay to `min_lr_ratio` at max_steps (constant when unknown)."""
-            if step < hp.warmup_steps:
-                return (step + 1) / hp.warmup_steps
-            if total is None:
-                return 1.0
-            progress = min(1.0, (step - hp.warmup_steps) / max(1, total - hp.warmup_steps))
-            return hp.min_lr_ratio + (1 - hp.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
+        # linear warm-up, then cosine decay to `min_lr_ratio` at max_steps (constant when max_steps is unset)
+        schedule = warmup_cosine(hp.warmup_steps, self.trainer.max_steps, hp.min_lr_ratio)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
