@@ -35,7 +35,7 @@ TRAIN_FLAGS = --run $(RUN) --profile $(PROFILE) --trainer $(TRAINER) \
   $(if $(DEVICES),--trainer.devices=$(DEVICES)) $(if $(NODES),--trainer.num_nodes=$(NODES)) \
   $(if $(ACCELERATOR),--trainer.accelerator=$(ACCELERATOR)) $(ARGS)
 
-.PHONY: install test demo data train-mulan train-codec fit-semantic tokenize train-semantic train-acoustic \
+.PHONY: install test lint demo data train-mulan train-codec fit-semantic tokenize train-semantic train-acoustic \
         generate eval bench tensorboard clean-run
 
 install: $(STAMP)
@@ -50,6 +50,9 @@ $(STAMP): $(ROOT)/pyproject.toml $(ROOT)/requirements.lock $(ROOT)/scripts/syste
 
 test: $(STAMP)
 	cd $(ROOT) && $(PY) -m pytest tests
+
+lint: $(STAMP)
+	cd $(ROOT) && $(VENV)/bin/ruff check src tests
 
 # ---- data -------------------------------------------------------------------------------------------
 data: $(SHARDS)/train/manifest.json

@@ -1,5 +1,6 @@
 """The `musiclm` command. Each subcommand lives next to the code it drives; this file only routes.
 
+    musiclm [--root DIR] COMMAND ...        data/, runs/, reports/, outputs/ under DIR (default: $MUSICLM_ROOT or .)
     musiclm data synth|ingest|check ...     build and validate audio shards
     musiclm train STAGE [--run R] [--profile demo] [--trainer cpu] [Lightning CLI overrides]
     musiclm mulan fit-quantizer --run R     fit the MuLan-token residual VQ
@@ -12,7 +13,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 from musiclm.stages import load_object
 
@@ -23,7 +26,7 @@ COMMANDS: dict[str, str | dict[str, str]] = {
         "check": "musiclm.data.ingest:check_main",
     },
     "train": "musiclm.train:main",
-    "mulan": {"fit-quantizer": "musiclm.mulan.quantizer:main"},
+    "mulan": {"fit-quantizer": "musiclm.mulan.fit_quantizer:main"},
     "tokenize": "musiclm.tokenize:main",
     "generate": "musiclm.pipeline:main",
     "eval": {"codec": "musiclm.codec.evaluate:main", "": "musiclm.evaluate:main"},
@@ -38,6 +41,14 @@ def _usage() -> str:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and (argv[0] == "--root" or argv[0].startswith("--root=")):
+        flag = argv.pop(0)
+        value = flag.partition("=")[2] or (argv.pop(0) if argv else "")
+        if not value:
+            print("--root needs a directory", file=sys.stderr)
+            sys.exit(2)
+        # Absolute so subprocesses that change directory (make -C) still agree on the root.
+        os.environ["MUSICLM_ROOT"] = str(Path(value).resolve())
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print(_usage())
         sys.exit(0 if not argv or argv[0] in ("-h", "--help") else 2)

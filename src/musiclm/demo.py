@@ -13,11 +13,15 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 from tqdm import tqdm
 
-PROMPTS = Path(__file__).resolve().parents[2] / "configs" / "demo_prompts.txt"
+from musiclm.config import config_root
+from musiclm.paths import outputs_dir, reports_dir, root, runs_dir
+
+PROMPTS = config_root() / "demo_prompts.txt"
 
 
 Step = tuple[str, list[str]]
@@ -27,9 +31,12 @@ Lane = list[Step]
 def plan(run: str, dataset: str, profile: str, makefile: str, make_vars: list[str]) -> list[list[Lane]]:
     """Phases run one after another; the lanes of a phase run side by side. MuLan (+ the semantic tokenizer fitted
     on its features) and the codec are independent, and the demo codec uses one thread, so on 2 cores they share
-    the machine instead of leaving a core idle for the codec's 8 minutes."""
-    make = ["make", "-f", makefile, f"RUN={run}", f"DATASET={dataset}", f"PROFILE={profile}", *make_vars]
-    generate = [sys.executable, "-m", "musiclm.cli", "generate", "--run", run, "--prompts", str(PROMPTS), "--out", f"outputs/{run}"]
+    the machine instead of leaving a core idle for the codec's 8 minutes. make runs in the musiclm root (-C) because
+    the Makefile's targets are paths relative to its working directory."""
+    where = ["-f", str(Path(makefile).resolve()), "-C", str(root().resolve())]
+    make = ["make", *where, f"RUN={run}", f"DATASET={dataset}", f"PROFILE={profile}", *make_vars]
+    out = str(outputs_dir() / run)
+    generate = [sys.executable, "-m", "musiclm.cli", "generate", "--run", run, "--prompts", str(PROMPTS), "--out", out]
     return [
         [[("synthetic corpus", [*make, "data"])]],
         [
@@ -65,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--makefile", default=str(Path(__file__).resolve().parents[2] / "Makefile"))
     p.add_argument("make_vars", nargs="*", help="VAR=value passed to every make step")
     a = p.parse_args(argv)
-    logs = Path("runs") / a.run / "logs"
+    logs = runs_dir() / a.run / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     phases = plan(a.run, a.dataset, a.profile, a.makefile, a.make_vars)
     t_start = time.perf_counter()
@@ -80,25 +87,26 @@ def main(argv: list[str] | None = None) -> None:
 
     for phase in phases:
         bar.set_description("demo: " + " + ".join(lane[0][0] for lane in phase))
-        env = dict(os.environ)
+        env = dict(os.environ, MUSICLM_ROOT=str(root().resolve()))  # absolute: make -C changes the steps' cwd
         if len(phase) > 1:  # side-by-side lanes split the cores instead of each oversubscribing all of them
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // len(phase)))
         with ThreadPoolExecutor(len(phase)) as pool:
-            failures = [f for f in pool.map(lambda lane: run_lane(lane, logs, env, report), phase) if f]
+            failures = [f for f in pool.map(partial(run_lane, logs=logs, env=env, report=report), phase) if f]
         if failures:
             bar.close()
             for name, code, log in failures:
                 print("\n".join(log.read_text(errors="replace").splitlines()[-40:]), file=sys.stderr)
-                print(f"\nstep '{name}' failed (exit {code}); fix it and re-run `make demo`: finished steps are kept.", file=sys.stderr)
+                msg = f"\nstep '{name}' failed (exit {code}); fix it and re-run `make demo`: finished steps are kept."
+                print(msg, file=sys.stderr)
             sys.exit(failures[0][1])
     bar.close()
     total = time.perf_counter() - t_start
     print(
         f"\ndemo finished in {total / 60:.1f} min\n"
-        f"  generated audio + spectrograms: outputs/{a.run}/\n"
-        f"  evaluation report:              reports/{a.run}/eval.json\n"
-        f"  checkpoints:                    runs/{a.run}/<stage>/model.ckpt\n"
-        f"  TensorBoard:                    make tensorboard RUN={a.run}   (logs in runs/{a.run}/<stage>/tb)"
+        f"  generated audio + spectrograms: {outputs_dir() / a.run}/\n"
+        f"  evaluation report:              {reports_dir() / a.run / 'eval.json'}\n"
+        f"  checkpoints:                    {runs_dir() / a.run}/<stage>/model.ckpt\n"
+        f"  TensorBoard:                    make tensorboard RUN={a.run}   (logs in {runs_dir() / a.run}/<stage>/tb)"
     )
 
 

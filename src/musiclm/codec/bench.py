@@ -7,19 +7,14 @@ import resource
 import time
 
 import torch
-from omegaconf import OmegaConf
 
 from musiclm.codec.module import CodecModule
-from musiclm.train import CONFIG_ROOT
+from musiclm.config import linked, stage_settings
 
 
 def profile_settings(profile: str) -> dict:
     """Model kwargs of configs/codec.yaml overlaid with the profile, as `musiclm train codec` sees them."""
-    layers = [OmegaConf.load(CONFIG_ROOT / "codec.yaml")]
-    if profile != "paper":
-        layers.append(OmegaConf.load(CONFIG_ROOT / "profile" / profile / "codec.yaml"))
-    cfg = OmegaConf.to_container(OmegaConf.merge(*layers), resolve=True)
-    return {**cfg["model"], "sample_rate": cfg["data"]["sample_rate"]}
+    return linked(*stage_settings("codec", profile), CodecModule.cli_links)
 
 
 @torch.inference_mode()

@@ -2,7 +2,7 @@
 
 Each sub-discriminator returns (logits, feature maps) so the generator can be trained with feature matching.
 The STFT discriminator feeds real and imaginary parts as two input channels of real convolutions: complex-valued
-convolutions of the same shape were about 8x slower on CPU (REFERENCE.md).
+convolutions of the same shape were about 8x slower on CPU (docs/measurements.md).
 """
 
 from __future__ import annotations

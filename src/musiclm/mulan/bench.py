@@ -6,23 +6,20 @@ import resource
 import time
 
 import torch
-from omegaconf import OmegaConf
 
+from musiclm.config import linked, stage_settings
 from musiclm.mulan.module import MuLanModule
-from musiclm.train import CONFIG_ROOT
 
-CAPTIONS = ["a calm piano piece in a minor key", "fast rock drums and electric guitar", "a slow ambient pad", "strings, waltz"]
+CAPTIONS = [
+    "a calm piano piece in a minor key", "fast rock drums and electric guitar", "a slow ambient pad", "strings, waltz"
+]
 
 
 def demo_settings(profile: str = "demo") -> tuple[dict, dict]:
-    """(model kwargs, data section) of configs/mulan.yaml overlaid with the profile, as `musiclm train` sees them."""
-    layers = [OmegaConf.load(CONFIG_ROOT / "mulan.yaml")]
-    if profile != "paper":
-        layers.append(OmegaConf.load(CONFIG_ROOT / "profile" / profile / "mulan.yaml"))
-    cfg = OmegaConf.to_container(OmegaConf.merge(*layers), resolve=True)
-    data = cfg["data"]
-    model = {**cfg["model"], "sample_rate": data["sample_rate"], "window_seconds": data["clip_seconds"]}
-    return model, data
+    """(model kwargs, data section) of configs/mulan.yaml overlaid with the profile, as `musiclm train` sees them:
+    with the data section's sample rate and clip length linked into the model."""
+    model, data = stage_settings("mulan", profile)
+    return linked(model, data, MuLanModule.cli_links), data
 
 
 def bench(steps: int = 6, profile: str = "demo") -> dict:
@@ -35,7 +32,7 @@ def bench(steps: int = 6, profile: str = "demo") -> dict:
     texts = [CAPTIONS[i % len(CAPTIONS)] for i in range(b)]
 
     def step() -> None:
-        loss = module.loss_fn(module.encode_audio(audio), module.encode_text(texts))
+        loss = module.loss_fn(module.embed_audio(audio), module.embed_text(texts))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
