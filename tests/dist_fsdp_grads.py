@@ -31,7 +31,7 @@ def build(stage: str, activation_checkpointing: bool):
     from musiclm.lm.module import SemanticStage
 
     return SemanticStage(
-        mulan_levels=2, mulan_codebook_size=8, semantic_codebook_size=16, window_frames=50, dim=32, depth=2, heads=2,
+        mulan_levels=2, mulan_codebook_size=8, semantic_codebook_size=16, semantic_rate=25.0, window_seconds=2.0, dim=32, depth=2, heads=2,
         dropout=0.0, cond_dropout=0.0, activation_checkpointing=activation_checkpointing,
     )  # fmt: skip
 
@@ -51,7 +51,7 @@ def half(batch: dict, rank: int, world: int) -> dict:
 
 def loss_of(module, stage: str, batch: dict) -> torch.Tensor:
     if stage == "mulan":
-        return module.loss_fn(module.encode_audio(batch["audio"]), module.encode_text(batch["text"]))
+        return module.loss_fn(module.embed_audio(batch["audio"]), module.embed_text(batch["text"]))
     ce, _, valid, _ = module.forward_loss(batch)
     return ce[valid.expand_as(ce)].mean()
 

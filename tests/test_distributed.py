@@ -39,6 +39,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+TINY_VOCAB = {"mulan_levels": 2, "mulan_codebook_size": 8, "semantic_levels": 1, "semantic_codebook_size": 16,
+              "semantic_rate": 25.0, "acoustic_levels": 4, "acoustic_codebook_size": 32, "acoustic_rate": 50.0}
+
+
 def toy_tokens(n: int, seed: int, frames: int = 50) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Token samples in the tiny profile's vocabularies: MuLan 2 x 8, semantic 16, codec 4 x 32 (50 Hz = 2 x 25 Hz)."""
     g = torch.Generator().manual_seed(seed)
@@ -54,8 +58,8 @@ def data(tmp_path_factory) -> dict[str, Path]:
     audio = make_tone_shards(root / "shards", {"train": 16, "val": 4}, seconds=1.0, sample_rate=16_000)
     for split, n, seed in [("train", 32, 0), ("val", 8, 1)]:
         samples = toy_tokens(n, seed)
-        make = lambda i: [token_sample(f"{split}-{i}", *samples[i], {"caption": "toy"})]  # noqa: B023
-        write_split_shards(root / "tokens", split, list(range(n)), make, items_per_shard=16)
+        make = lambda i: [token_sample(f"{split}-{i}", dict(zip(("mulan", "semantic", "acoustic"), samples[i])), {"caption": "toy"})]  # noqa: B023
+        write_split_shards(root / "tokens", split, list(range(n)), make, items_per_shard=16, extra_manifest={"vocab": TINY_VOCAB})
     return {"audio": audio, "tokens": root / "tokens", "root": root}
 
 
@@ -120,7 +124,7 @@ def test_two_process_fit_hands_off_a_full_checkpoint(stage, trainer, data, tmp_p
     else:
         assert last.is_file()
     if stage == "mulan":
-        assert module.encode_text(["a sine tone"]).shape == (1, module.embed_dim)
+        assert module.embed_text(["a sine tone"]).shape == (1, module.embed_dim)
     else:
         assert module.generate(torch.zeros(1, 2, dtype=torch.long), 4, seed=0).shape == (1, 4)
 

@@ -16,6 +16,13 @@ from musiclm.train import export_model, train
 
 QM, CM, KS, Q, C, TS = 4, 8, 16, 4, 16, 8  # MuLan levels/codes, semantic clusters, codec levels/codes, semantic frames
 SMALL = dict(dim=64, depth=2, heads=4, ff_mult=2, dropout=0.0, lr=3e-3, warmup_steps=5)
+SR, AR = 25.0, 50.0  # toy token rates: the codec's first level runs at twice the semantic rate
+# what `make tokenize` would record in the manifest for the toy language
+TOY_VOCAB = {"mulan_levels": QM, "mulan_codebook_size": CM, "semantic_levels": 1, "semantic_codebook_size": KS,
+             "semantic_rate": SR, "acoustic_levels": Q, "acoustic_codebook_size": C, "acoustic_rate": AR}
+SEMANTIC = dict(mulan_levels=QM, mulan_codebook_size=CM, semantic_codebook_size=KS, semantic_rate=SR)
+COARSE = dict(SEMANTIC, acoustic_codebook_size=C, acoustic_rate=AR)
+FINE = dict(acoustic_codebook_size=C, acoustic_levels=Q, acoustic_rate=AR)
 
 
 def toy_tokens(n: int, seed: int) -> list[dict]:
@@ -50,10 +57,11 @@ def fit(module: L.LightningModule, steps: int) -> tuple[float, float, L.Trainer]
 
 
 def write_toy_token_shards(root, vocab: dict | None = None) -> None:
-    """The toy language as token shards (DESIGN.md schema), for the real TokenDataModule."""
+    """The toy language as token shards (docs/architecture.md schema), for the real TokenDataModule."""
+    vocab = TOY_VOCAB if vocab is None else vocab
     for split, n, seed in [("train", 64, 0), ("val", 16, 1)]:
         samples = toy_tokens(n, seed)
-        make = lambda i: [token_sample(f"{split}-{i}", *samples[i].values(), {"caption": "toy"})]  # noqa: B023
+        make = lambda i: [token_sample(f"{split}-{i}", samples[i], {"caption": "toy"})]  # noqa: B023
         write_split_shards(root, split, list(range(n)), make, items_per_shard=32, extra_manifest={"vocab": vocab})
 
 
@@ -98,7 +106,7 @@ def test_vocab_streams_do_not_overlap():
 
 def test_semantic_fit_loss_falls_and_checkpoint_loads_without_config(tmp_path):
     torch.manual_seed(0)
-    module = SemanticStage(mulan_levels=QM, mulan_codebook_size=CM, semantic_codebook_size=KS, window_frames=TS, **SMALL)
+    module = SemanticStage(**SEMANTIC, window_seconds=TS / SR, **SMALL)
     before, after, trainer = fit(module, 60)
     assert after < 0.6 * before, (before, after)
     assert {"val/ppl", "val/acc", "val/acc/level_0", "val/loss/level_0", "val/ppl/level_0"} <= set(trainer.callback_metrics)
@@ -111,8 +119,7 @@ def test_semantic_fit_loss_falls_and_checkpoint_loads_without_config(tmp_path):
 @pytest.mark.parametrize("pattern", ["flatten", "delay"])
 def test_coarse_fit_loss_falls(pattern):
     torch.manual_seed(0)
-    module = CoarseStage(mulan_levels=QM, mulan_codebook_size=CM, semantic_codebook_size=KS, codec_codebook_size=C,
-                         coarse_levels=2, pattern=pattern, window_frames=2 * TS, **SMALL)
+    module = CoarseStage(**COARSE, coarse_levels=2, pattern=pattern, window_seconds=2 * TS / AR, **SMALL)
     before, after, trainer = fit(module, 40)
     assert after < 0.7 * before, (before, after)
     assert {"val/acc/level_0", "val/acc/level_1"} <= set(trainer.callback_metrics)
@@ -120,7 +127,7 @@ def test_coarse_fit_loss_falls(pattern):
 
 def test_fine_fit_loss_falls_and_generate_keeps_coarse():
     torch.manual_seed(0)
-    module = FineStage(codec_codebook_size=C, codec_levels=Q, coarse_levels=2, window_frames=TS, **SMALL)
+    module = FineStage(**FINE, coarse_levels=2, window_seconds=TS / AR, **SMALL)
     before, after, trainer = fit(module, 40)
     assert after < 0.7 * before, (before, after)
     assert {"val/acc/level_2", "val/acc/level_3"} <= set(trainer.callback_metrics)
@@ -131,22 +138,25 @@ def test_fine_fit_loss_falls_and_generate_keeps_coarse():
 
 @pytest.mark.parametrize("stage,cls", [("semantic", SemanticStage), ("coarse", CoarseStage), ("fine", FineStage)])
 def test_configs_match_module_arguments(stage, cls):
-    """Every config key is an init argument; the demo profile builds (paper scale is only checked, not built)."""
+    """Every config key is an init argument, no config repeats an upstream size (the token manifest gives them),
+    and the demo profile builds with the windows it had in frames (paper scale is only checked, not built)."""
     import inspect
 
-    from musiclm.lm.bench import stage_settings
+    from musiclm.config import build_stage, stage_settings
 
     args = set(inspect.signature(cls.__init__).parameters) - {"self"}
     paper, _ = stage_settings(stage, "paper")
     demo, _ = stage_settings(stage, "demo")
     assert set(paper) <= args and set(demo) <= args
-    assert cls(**demo).hparams.window_frames == demo["window_frames"]
+    assert not (set(paper) | set(demo)) & set(TOY_VOCAB)
+    demo_vocab = {**TOY_VOCAB, "acoustic_levels": 4}
+    assert build_stage(stage, "demo", demo_vocab).window_frames == {"semantic": 100, "coarse": 200, "fine": 50}[stage]
 
 
 def test_padded_frames_carry_no_loss():
     """With the tail masked as padding, the loss equals the loss of the batch cut before the padding."""
     torch.manual_seed(0)
-    module = SemanticStage(mulan_levels=QM, mulan_codebook_size=CM, semantic_codebook_size=KS, window_frames=TS, **SMALL)
+    module = SemanticStage(**SEMANTIC, window_seconds=TS / SR, **SMALL)
     module.eval()
     batch = torch.utils.data.default_collate(toy_tokens(4, 5))
     real = TS - 3
@@ -162,7 +172,7 @@ def test_padded_frames_carry_no_loss():
 
 
 def test_padding_mask_follows_the_delay_pattern():
-    module = FineStage(codec_codebook_size=C, codec_levels=Q, coarse_levels=2, pattern="delay", window_frames=2 * TS, **SMALL)
+    module = FineStage(**FINE, coarse_levels=2, pattern="delay", window_seconds=2 * TS / AR, **SMALL)
     batch = torch.utils.data.default_collate(toy_tokens(2, 5))
     real = 2 * TS - 3
     batch["acoustic_mask"] = (torch.arange(2 * TS) < real).expand(2, -1)
@@ -191,10 +201,14 @@ def test_musiclm_train_on_token_shards(stage, cls, tmp_path):
         assert module.generate(batch["acoustic"][:, :2], seed=0).shape == (2, Q, 2 * TS)
 
 
-def test_tokens_from_models_with_other_vocabularies_are_refused(tmp_path):
-    """`make tokenize` records the upstream vocabularies; an LM configured for others says which flag to set."""
-    write_toy_token_shards(tmp_path / "tokens", vocab={"mulan_levels": QM, "mulan_codebook_size": CM, "semantic_codebook_size": 512})
-    args = [f"--data.data_dir={tmp_path / 'tokens'}", "--data.crop_seconds=null", f"--model.mulan_levels={QM}",
-            f"--model.mulan_codebook_size={CM}", "--model.dim=32", "--model.depth=1", "--model.heads=2", "--trainer.max_steps=1"]
-    with pytest.raises(ValueError, match="--model.semantic_codebook_size=512"):
-        train("semantic", str(tmp_path / "run"), "demo", "cpu", args)
+def test_lm_sizes_come_from_the_token_manifest(tmp_path):
+    """`make tokenize` records the upstream vocabularies and rates; the LM stage takes them from there, and a size
+    set otherwise in a config or flag is refused with the flag that fixes it."""
+    write_toy_token_shards(tmp_path / "tokens", vocab={**TOY_VOCAB, "semantic_codebook_size": 512})
+    args = [f"--data.data_dir={tmp_path / 'tokens'}", "--data.crop_seconds=null", "--model.dim=32", "--model.depth=1",
+            "--model.heads=2", "--trainer.max_steps=1", "--trainer.limit_val_batches=0"]
+    train("semantic", str(tmp_path / "run"), "demo", "cpu", args)
+    module = artifacts.load_model(tmp_path / "run", "semantic")
+    assert (module.hparams.semantic_codebook_size, module.hparams.semantic_rate) == (512, SR)
+    with pytest.raises(SystemExit, match="--model.semantic_codebook_size=512"):
+        train("semantic", str(tmp_path / "run2"), "demo", "cpu", [*args, f"--model.semantic_codebook_size={KS}"])

@@ -8,15 +8,14 @@ import torch
 
 from musiclm.lm.module import CoarseStage, SemanticStage
 from musiclm.lm.sampling import filter_logits, slide
-from tests.test_lm import CM, KS, QM, SMALL, TS, fit, toy_tokens
+from tests.test_lm import AR, CM, COARSE, KS, QM, SEMANTIC, SMALL, SR, TS, fit, toy_tokens
 
 
 @pytest.fixture(scope="module")
 def trained_semantic() -> SemanticStage:
     """A semantic stage trained on the toy language with a high conditioning-dropout rate."""
     torch.manual_seed(0)
-    module = SemanticStage(mulan_levels=QM, mulan_codebook_size=CM, semantic_codebook_size=KS, window_frames=TS,
-                           cond_dropout=0.3, **SMALL)
+    module = SemanticStage(**SEMANTIC, window_seconds=TS / SR, cond_dropout=0.3, **SMALL)
     fit(module, 60)
     return module.eval()
 
@@ -34,8 +33,7 @@ def test_cached_and_uncached_greedy_match_beyond_the_window(trained_semantic):
 
 def test_cached_and_uncached_delay_pattern_match():
     torch.manual_seed(0)
-    module = CoarseStage(mulan_levels=QM, mulan_codebook_size=CM, semantic_codebook_size=KS, codec_codebook_size=16,
-                         coarse_levels=3, pattern="delay", window_frames=8, **SMALL).eval()
+    module = CoarseStage(**COARSE, coarse_levels=3, pattern="delay", window_seconds=8 / AR, **SMALL).eval()
     sem = torch.stack([b["semantic"] for b in toy_tokens(2, 4)])
     a = module.generate(mulan(2, 4), sem, temperature=0.0)
     assert a.shape == (2, 3, 2 * TS)

@@ -18,18 +18,21 @@ from musiclm.tokenize import tokenize
 def test_token_sample_round_trip(tmp_path):
     mulan, sem, ac = torch.tensor([1, 2, 3]), torch.arange(50) % 7, torch.randint(0, 256, (4, 100))
     ac[3, 5] = -1  # a dropped level must survive the int16 trip
-    write_split_shards(tmp_path, "train", [0], lambda i: [token_sample("k0", mulan, sem, ac, {"caption": "x"})])
+    write_split_shards(tmp_path, "train", [0], lambda i: [token_sample("k0", {"mulan": mulan, "semantic": sem, "acoustic": ac}, {"caption": "x"})])
     raw = next(iter_tar_samples(list_shards(tmp_path / "train")[0]))
     x = decode_token_sample(raw)
     assert torch.equal(x["mulan"], mulan) and torch.equal(x["semantic"], sem) and torch.equal(x["acoustic"], ac)
     assert x["json"]["caption"] == "x"
     with pytest.raises(ValueError):
-        token_sample("bad", mulan, sem, ac + 40_000, {})
+        token_sample("bad", {"mulan": mulan, "semantic": sem, "acoustic": ac + 40_000}, {})
+    with pytest.raises(ValueError, match="acoustic"):
+        token_sample("missing", {"mulan": mulan, "semantic": sem}, {})
 
 
 def test_crops_are_aligned_across_rates():
     frames = torch.arange(100)
-    sample = token_sample("k", torch.zeros(4), frames, torch.stack([frames.repeat_interleave(2)] * 3), {"caption": "c"})
+    streams = {"mulan": torch.zeros(4), "semantic": frames, "acoustic": torch.stack([frames.repeat_interleave(2)] * 3)}
+    sample = token_sample("k", streams, {"caption": "c"})
     sample = {k: (json.dumps(v).encode() if k == "json" else v) for k, v in sample.items()}
     decode = TokenDecoder(crop_seconds=1.0, semantic_rate=25.0, acoustic_rate=50.0, train=True, seed=0)
     starts = set()
@@ -47,7 +50,8 @@ def test_short_clips_are_padded_and_masked():
     decode = TokenDecoder(crop_seconds=2.0, semantic_rate=25.0, acoustic_rate=50.0, train=True, seed=0)
     samples = []
     for key, n in (("long", 80), ("short", 30)):
-        raw = token_sample(key, torch.zeros(2), torch.arange(n) + 1, torch.arange(2 * n).expand(3, -1) + 1, {"caption": key})
+        streams = {"mulan": torch.zeros(2), "semantic": torch.arange(n) + 1, "acoustic": torch.arange(2 * n).expand(3, -1) + 1}
+        raw = token_sample(key, streams, {"caption": key})
         samples.append(decode({k: (json.dumps(v).encode() if k == "json" else v) for k, v in raw.items()}))
     batch = collate_tokens([{**s, "skipped": 0} for s in samples])
     assert batch["semantic"].shape == (2, 50) and batch["acoustic"].shape == (2, 3, 100) and batch["mulan"].shape == (2, 2)
@@ -95,7 +99,8 @@ def test_tokenize_writes_aligned_streams_resumes_and_detects_staleness(tone_shar
     assert (out / "val" / first.split("/")[-1]).stat().st_mtime_ns == mtime
     dm = TokenDataModule(str(out), run=str(tiny_run), crop_seconds=0.8, batch_size=4, num_workers=0)
     dm.setup("fit")
-    assert dm.vocab["mulan_levels"] == 2 and dm.vocab["codec_levels"] == 3  # recorded for the LM stages' check
+    assert dm.vocab == {"mulan_levels": 2, "mulan_codebook_size": 8, "semantic_levels": 1, "semantic_codebook_size": 5,
+                        "semantic_rate": 25.0, "acoustic_levels": 3, "acoustic_codebook_size": 16, "acoustic_rate": 50.0}
     batch = next(iter(dm.loader("train")))
     assert batch["semantic"].shape == (4, 20) and batch["acoustic"].shape == (4, 3, 40) and batch["mulan"].shape == (4, 2)
     assert batch["semantic_mask"].all() and batch["acoustic_mask"].all()

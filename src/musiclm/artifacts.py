@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
+import importlib
 import json
 import os
 import tempfile
@@ -13,9 +13,8 @@ from typing import Any
 
 import torch
 
+from musiclm.paths import runs_dir
 from musiclm.stages import STAGES
-
-RUNS_ROOT = Path(os.environ.get("MUSICLM_RUNS", "runs"))
 
 
 class MissingArtifactError(FileNotFoundError):
@@ -23,9 +22,9 @@ class MissingArtifactError(FileNotFoundError):
 
 
 def run_dir(run: str | os.PathLike) -> Path:
-    """`run` is a run name (under runs/) or a path to a run directory."""
+    """`run` is a run name (under runs/, see musiclm.paths) or a path to a run directory."""
     p = Path(run)
-    return p if p.is_dir() and len(p.parts) > 1 else RUNS_ROOT / p
+    return p if p.is_dir() and len(p.parts) > 1 else runs_dir() / p
 
 
 def stage_dir(run: str | os.PathLike, stage: str) -> Path:
@@ -46,27 +45,90 @@ def require_model(run: str | os.PathLike, stage: str) -> Path:
     return path
 
 
-def load_model(run: str | os.PathLike, stage: str, map_location: str | torch.device = "cpu") -> Any:
-    """Load a stage's `model.ckpt` in eval mode with no config (hyperparameters travel in the checkpoint). The
-    hand-off holds only tensors, dicts and primitives, so it is read with `weights_only=True` (no pickled code)."""
-    path = require_model(run, stage)
-    module = STAGES[stage].module_class().load_from_checkpoint(path, map_location=map_location, weights_only=True)
+# Classes a hand-off may name: the package's own, plus any a user registers in code. A checkpoint is data, so
+# it never makes us import a module outside these.
+_REGISTERED: dict[str, type] = {}
+TRUSTED_PACKAGE = "musiclm."
+
+
+def class_path(cls: type) -> str:
+    """"package.module.Class", the form LightningCLI's `class_path:` takes."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def register_class(cls: type) -> type:
+    """Allow hand-offs to name `cls` (a LightningModule outside this package); usable as a decorator."""
+    _REGISTERED[class_path(cls)] = cls
+    return cls
+
+
+def resolve_class(path: str) -> type:
+    """The class a hand-off names, if it is registered or lives in this package; anything else is refused."""
+    if path in _REGISTERED:
+        return _REGISTERED[path]
+    module, _, name = path.rpartition(".")
+    if not module.startswith(TRUSTED_PACKAGE):
+        raise ValueError(
+            f"hand-off names class {path!r}, which is neither in the musiclm package nor registered: "
+            "call musiclm.artifacts.register_class(YourClass) before loading it"
+        )
+    cls = getattr(importlib.import_module(module), name, None)
+    import lightning as L
+
+    if not (isinstance(cls, type) and issubclass(cls, L.LightningModule)):
+        raise ValueError(f"hand-off names {path!r}, which is not a LightningModule")
+    return cls
+
+
+def read_handoff(run: str | os.PathLike, stage: str, map_location: str | torch.device = "cpu") -> dict:
+    """A stage's `model.ckpt` as a dict, read with `weights_only=True` (tensors, dicts and primitives only)."""
+    return torch.load(require_model(run, stage), map_location=map_location, weights_only=True)
+
+
+def build_from_handoff(ckpt: dict, stage: str | None = None) -> Any:
+    """The module a hand-off describes, in eval mode. Its class comes from the hand-off's `class_path` (hand-offs
+    written before it existed fall back to the stage's default class); old hyperparameter names are upgraded by the
+    class's `upgrade_hparams`, when it has one."""
+    path = ckpt.get("class_path")
+    if path is None:
+        if stage is None:
+            raise ValueError("this hand-off records no class_path: pass the stage it belongs to")
+        path = STAGES[stage].module
+    cls = resolve_class(path)
+    hparams = {k: v for k, v in ckpt.get("hyper_parameters", {}).items() if not k.startswith("_")}
+    upgrade = getattr(cls, "upgrade_hparams", None)
+    if upgrade is not None:
+        hparams = upgrade(hparams)
+    from musiclm.compat import fresh_hparams_scope
+
+    with fresh_hparams_scope():
+        module = cls(**hparams)
+    module.on_load_checkpoint(ckpt)
+    module.load_state_dict(ckpt["state_dict"])
     return module.eval()
 
 
+def load_model(run: str | os.PathLike, stage: str, map_location: str | torch.device = "cpu") -> Any:
+    """Load a stage's `model.ckpt` in eval mode with no config: the class and its hyperparameters travel in it."""
+    return build_from_handoff(read_handoff(run, stage, map_location), stage).to(map_location)
+
+
 def handoff(module, datamodule_hparams: dict | None = None, state_dict: dict | None = None, **extra) -> dict:
-    """The `model.ckpt` payload: weights + hyperparameters, loadable by `load_from_checkpoint` with no config and by
-    `torch.load(weights_only=True)`."""
+    """The `model.ckpt` payload: the class that made it, its hyperparameters and weights; `build_from_handoff`
+    rebuilds it and `torch.load(weights_only=True)` reads it. LightningCLI's private `_class_path`/`_instantiator`
+    entries are dropped: loading would otherwise import whatever class they name."""
     import lightning as L
 
+    hparams = {k: v for k, v in dict(module.hparams).items() if not k.startswith("_")}
     ckpt = {
+        "class_path": class_path(type(module)),
         "state_dict": state_dict if state_dict is not None else {k: v.detach().cpu() for k, v in module.state_dict().items()},
-        "hyper_parameters": dict(module.hparams),
+        "hyper_parameters": hparams,
         "pytorch-lightning_version": L.__version__,
         **extra,
     }
     if datamodule_hparams is not None:
-        ckpt["datamodule_hyper_parameters"] = dict(datamodule_hparams)
+        ckpt["datamodule_hyper_parameters"] = {k: v for k, v in dict(datamodule_hparams).items() if not k.startswith("_")}
     return ckpt
 
 
@@ -148,12 +210,8 @@ def load_safetensors(path: str | os.PathLike, map_location: str | torch.device =
     if meta.get("format") != SAFETENSORS_FORMAT:
         raise ValueError(f"{path} is not a musiclm hand-off (metadata format {meta.get('format')!r})")
     ckpt = {k: json.loads(v) for k, v in meta.items() if k not in ("stage", "format")}
-    ckpt["state_dict"] = load_file(str(path))
-    buf = io.BytesIO()
-    torch.save(ckpt, buf)
-    buf.seek(0)
-    module = STAGES[meta["stage"]].module_class().load_from_checkpoint(buf, map_location=map_location, weights_only=True)
-    return module.eval()
+    ckpt["state_dict"] = load_file(str(path), device=str(map_location))
+    return build_from_handoff(ckpt, meta["stage"])
 
 
 def export_safetensors_main(argv: list[str] | None = None) -> None:

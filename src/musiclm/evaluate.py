@@ -8,36 +8,34 @@ split, whose ground-truth attributes (tempo) are known.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import math
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 
-from musiclm.artifacts import atomic_write_bytes, load_model, require_model, run_dir
-from musiclm.audio import load_audio
+from musiclm.artifacts import atomic_write_bytes, build_from_handoff, read_handoff, run_dir
+from musiclm.audio import crop, load_audio
 from musiclm.data.shards import iter_tar_samples, list_shards
 from musiclm.log import save_wave_spectrogram_png
 from musiclm.metrics.fad import FrechetAudioDistance, logmel_stats_embedding
 from musiclm.metrics.mcc import MuLanCycleConsistency
 from musiclm.metrics.tempo import TempoAdherence
+from musiclm.paths import data_dir, reports_dir
 from musiclm.pipeline import MusicLM
 from musiclm.stages import STAGES
 
 
 def validate_stage(run: str, stage: str, **data_overrides) -> dict[str, float]:
     """Run the stage's validation loop on its val split; returns the logged metrics."""
-    ckpt = torch.load(require_model(run, stage), map_location="cpu", weights_only=True)
-    module = load_model(run, stage)
-    data_class = STAGES[stage].data_class()
-    accepted = inspect.signature(data_class).parameters  # drops LightningCLI's bookkeeping (_instantiator, ...)
-    hp = {k: v for k, v in ckpt.get("datamodule_hyper_parameters", {}).items() if k in accepted} | data_overrides
-    hp["num_workers"] = min(int(hp.get("num_workers", 0)), 2)
+    ckpt = read_handoff(run, stage)
+    module = build_from_handoff(ckpt, stage)
+    stored = ckpt.get("datamodule_hyper_parameters", {})
+    workers = min(int((stored | data_overrides).get("num_workers", 0)), 2)
+    datamodule = STAGES[stage].data_class().from_hparams(stored, **(data_overrides | {"num_workers": workers}))
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
-    [metrics] = trainer.validate(module, datamodule=data_class(**hp), verbose=False)
+    [metrics] = trainer.validate(module, datamodule=datamodule, verbose=False)
     return {k: float(v) for k, v in metrics.items()}
 
 
@@ -75,10 +73,10 @@ def evaluate_generation(
         texts = [p["caption"] for p in batch]
         result = lm.generate(texts, seconds=seconds, cfg_scale=cfg_scale, seed=seed + start, progress=False)
         fake = result.waves
-        real = torch.stack([torch.from_numpy(_fit(load_audio(p["flac"], sr), fake.shape[-1])) for p in batch])
+        real = torch.stack([torch.from_numpy(crop(load_audio(p["flac"], sr), fake.shape[-1], mode="start")) for p in batch])
         fake_emb, real_emb = lm.embed_audio(fake), lm.embed_audio(real)
         with torch.inference_mode():
-            text_emb = lm.mulan.encode_text(texts).cpu()
+            text_emb = lm.mulan.embed_text(texts).cpu()
             resynth = lm.codec.reconstruct(real).cpu()
         mcc.update(text_emb, fake_emb)
         mcc_real.update(text_emb, real_emb)
@@ -107,16 +105,12 @@ def evaluate_generation(
     }
 
 
-def _fit(x: np.ndarray, n: int) -> np.ndarray:
-    return x[:n] if len(x) >= n else np.pad(x, (0, n - len(x)))
-
-
 def evaluate(run: str, dataset: str, num_prompts: int = 32, seconds: float | None = None, batch_size: int = 8,
              cfg_scale: float = 3.0, seed: int = 0, out: Path | None = None) -> dict:  # fmt: skip
     from musiclm.codec.evaluate import evaluate_codec
 
-    dataset_dir = Path("data/shards") / dataset
-    plots = (out or Path("reports") / run_dir(run).name / "eval.json").parent
+    dataset_dir = data_dir() / "shards" / dataset
+    plots = (out or reports_dir() / run_dir(run).name / "eval.json").parent
     plots.mkdir(parents=True, exist_ok=True)
     report: dict[str, float] = {}
     mulan = validate_stage(run, "mulan", data_dir=str(dataset_dir))
@@ -131,7 +125,7 @@ def evaluate(run: str, dataset: str, num_prompts: int = 32, seconds: float | Non
     for stage in ("semantic", "coarse", "fine"):
         report[f"lm.{stage}_val_loss"] = pick(validate_stage(run, stage), "val/loss")
     lm = MusicLM.from_run(run)
-    seconds = seconds or lm.coarse.hparams.window_frames / lm.coarse.hparams.acoustic_rate  # one coarse window
+    seconds = seconds or lm.coarse.hparams.window_seconds  # one coarse window
     gen = evaluate_generation(lm, test_prompts(dataset_dir, num_prompts), seconds, batch_size, cfg_scale, seed, plots)
     report.update({f"generation.{k}": v for k, v in gen.items()})
     return report
@@ -148,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args(argv)
-    out = a.out or Path("reports") / run_dir(a.run).name / "eval.json"
+    out = a.out or reports_dir() / run_dir(a.run).name / "eval.json"
     report = evaluate(a.run, a.dataset, a.num_prompts, a.seconds, a.batch_size, a.cfg_scale, a.seed, out)
     atomic_write_bytes(out, json.dumps(report, indent=1).encode())
     print(json.dumps(report, indent=1))

@@ -19,8 +19,10 @@ from tqdm import tqdm
 from musiclm.artifacts import atomic_write_bytes, load_model, run_dir
 from musiclm.audio import resample_batch, save_audio
 from musiclm.log import save_wave_spectrogram_png
+from musiclm.paths import outputs_dir
+from musiclm.stages import LM_STAGES
 
-STAGES = ("mulan", "semantic", "coarse", "fine", "codec")
+STAGES = ("mulan", *LM_STAGES, "codec")  # what generation loads, in the order the constructor takes them
 
 
 @dataclass
@@ -105,12 +107,12 @@ class MusicLM:
     def embed_audio(self, waves: torch.Tensor) -> torch.Tensor:
         """MuLan audio embeddings [B, D] (CPU) of waves [B, T] at the codec's rate."""
         waves = resample_batch(waves, self.sample_rate, self.mulan.sample_rate)
-        return self.mulan.encode_audio(waves.to(self.device)).cpu()
+        return self.mulan.embed_audio(waves.to(self.device)).cpu()
 
     @torch.inference_mode()
     def similarity(self, texts: list[str], waves: torch.Tensor) -> torch.Tensor:
         """MuLan cosine between each prompt and the audio made for it."""
-        return (self.mulan.encode_text(texts).cpu() * self.embed_audio(waves)).sum(-1)
+        return (self.mulan.embed_text(texts).cpu() * self.embed_audio(waves)).sum(-1)
 
 
 def slug(text: str, i: int) -> str:
@@ -163,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     if not texts:
         p.error("give --text or --prompts")
     lm = MusicLM.from_run(a.run, a.device)
-    out = a.out or Path("outputs") / run_dir(a.run).name
+    out = a.out or outputs_dir() / run_dir(a.run).name
     for start in range(0, len(texts), a.batch_size):
         batch = texts[start : start + a.batch_size]
         result = lm.generate(batch, a.seconds, a.cfg_scale, a.temperature, a.top_k, a.top_p, a.seed + start)
@@ -175,15 +177,11 @@ def bench(profile: str = "demo", seconds: float = 4.0, batch: int = 4) -> dict:
     """`make bench` section `generate`: seconds of wall time per stage to make `seconds` of audio for `batch`
     prompts with the profile's LM stages and codec, freshly initialised (speed does not depend on training), from
     random MuLan tokens (the text tower costs milliseconds). `rtf` is generated audio seconds per wall second."""
-    from musiclm.lm.bench import stage_settings
-    from musiclm.stages import STAGES
+    from musiclm.config import build_stage
+    from musiclm.tokenize import profile_vocab
 
-    def build(stage: str, **links):
-        model, _ = stage_settings(stage, profile)
-        return STAGES[stage].module_class()(**{**model, **links}).eval()
-
-    semantic, fine, codec = build("semantic"), build("fine"), build("codec")
-    coarse = build("coarse", acoustic_rate=codec.frame_rate)
+    vocab = profile_vocab(profile)
+    semantic, coarse, fine, codec = (build_stage(s, profile, vocab).eval() for s in ("semantic", "coarse", "fine", "codec"))
     mulan = torch.randint(0, semantic.hparams.mulan_codebook_size, (batch, semantic.hparams.mulan_levels))
     timings: dict[str, float] = {}
     with torch.inference_mode():

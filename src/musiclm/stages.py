@@ -1,6 +1,9 @@
-"""The stage registry: which LightningModule and DataModule each stage trains, and which make target builds it.
+"""The stage registry: every stage of the chain, the class that trains it by default, what it reads and makes.
 
-Classes are named as import strings so `musiclm --help` does not import every model.
+The Makefile, tokenize, the pipeline, eval and the demo take their stage lists from here (tests/test_stages.py
+checks the Makefile against it). A stage's class is only a default: its YAML config names it as `class_path:`,
+`--model=...` swaps it, and each hand-off records the class that made it (`artifacts.build_from_handoff`).
+Classes are import strings so `musiclm --help` imports no model.
 """
 
 from __future__ import annotations
@@ -12,9 +15,11 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Stage:
     name: str
-    module: str  # "package.module:Class" of the LightningModule
-    data: str  # "package.module:Class" of the LightningDataModule
+    module: str  # "package.module.Class" of the default LightningModule
+    data: str  # "package.module.Class" of the LightningDataModule
     make_target: str  # the make target that produces runs/<RUN>/<name>/model.ckpt
+    stream: str | None = None  # the token stream `musiclm tokenize` makes with this stage's hand-off
+    reads_tokens: bool = False  # trains on token shards (so it needs `make tokenize` first)
 
     def module_class(self) -> type:
         return load_object(self.module)
@@ -23,25 +28,30 @@ class Stage:
         return load_object(self.data)
 
 
+AUDIO_DATA = "musiclm.data.datamodules.AudioTextDataModule"
+TOKEN_DATA = "musiclm.data.datamodules.TokenDataModule"
+
 STAGES: dict[str, Stage] = {
     s.name: s
     for s in [
-        Stage("mulan", "musiclm.mulan.module:MuLanModule", "musiclm.data.datamodules:AudioTextDataModule", "train-mulan"),
-        Stage("codec", "musiclm.codec.module:CodecModule", "musiclm.data.datamodules:AudioTextDataModule", "train-codec"),
-        Stage(
-            "semantic_tokens",
-            "musiclm.semantic_tokens.module:SemanticTokenizer",
-            "musiclm.data.datamodules:AudioTextDataModule",
-            "fit-semantic",
-        ),
-        Stage("semantic", "musiclm.lm.module:SemanticStage", "musiclm.data.datamodules:TokenDataModule", "train-semantic"),
-        Stage("coarse", "musiclm.lm.module:CoarseStage", "musiclm.data.datamodules:TokenDataModule", "train-acoustic"),
-        Stage("fine", "musiclm.lm.module:FineStage", "musiclm.data.datamodules:TokenDataModule", "train-acoustic"),
+        Stage("mulan", "musiclm.mulan.module.MuLanModule", AUDIO_DATA, "train-mulan", stream="mulan"),
+        Stage("codec", "musiclm.codec.module.CodecModule", AUDIO_DATA, "train-codec", stream="acoustic"),
+        Stage("semantic_tokens", "musiclm.semantic_tokens.module.SemanticTokenizer", AUDIO_DATA, "fit-semantic",
+              stream="semantic"),  # fmt: skip
+        Stage("semantic", "musiclm.lm.module.SemanticStage", TOKEN_DATA, "train-semantic", reads_tokens=True),
+        Stage("coarse", "musiclm.lm.module.CoarseStage", TOKEN_DATA, "train-acoustic", reads_tokens=True),
+        Stage("fine", "musiclm.lm.module.FineStage", TOKEN_DATA, "train-acoustic", reads_tokens=True),
     ]
 }
 
+# stage name -> token stream name ("mulan", "semantic", "acoustic"), in the order tokenize writes them
+TOKEN_STREAMS: dict[str, str] = {s.name: s.stream for s in STAGES.values() if s.stream is not None}
+LM_STAGES: tuple[str, ...] = tuple(s.name for s in STAGES.values() if s.reads_tokens)
+
 
 def load_object(path: str):
-    """Import "package.module:attr"."""
-    module, _, attr = path.partition(":")
+    """Import "package.module:attr" or "package.module.attr"."""
+    module, sep, attr = path.partition(":")
+    if not sep:
+        module, _, attr = path.rpartition(".")
     return getattr(importlib.import_module(module), attr)

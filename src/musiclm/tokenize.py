@@ -1,4 +1,5 @@
-"""`musiclm tokenize`: audio shards -> token shards with the run's MuLan, semantic tokenizer and codec.
+"""`musiclm tokenize`: audio shards -> token shards with the run's token producers (MuLan, the semantic tokenizer
+and the codec by default; any implementation of their roles in `musiclm.contracts`).
 
 Audio shard i of a split becomes token shard i. Every model runs once per batch in eval mode (quantizer dropout in
 train mode would write -1 codes) under inference_mode. The checkpoints' content ids are part of each shard's plan,
@@ -21,8 +22,11 @@ import torch
 
 from musiclm.artifacts import handoff, load_model
 from musiclm.audio import AudioError, load_audio, resample_batch
+from musiclm.contracts import TokenProducer, stream_spec
 from musiclm.data.shards import SPLITS, iter_tar_samples, list_shards, write_split_shards
 from musiclm.data.tokens import TOKEN_STAGES, current_ids, token_sample
+from musiclm.paths import data_dir
+from musiclm.stages import TOKEN_STREAMS
 
 
 @dataclass(frozen=True)
@@ -37,36 +41,30 @@ class TokenJob:
 
 
 @functools.lru_cache(maxsize=2)
-def models(run: str) -> dict:
-    """The three upstream modules, loaded once per process."""
+def models(run: str) -> dict[str, TokenProducer]:
+    """The run's token producers by stage name, loaded once per process."""
     return {s: load_model(run, s) for s in TOKEN_STAGES}
 
 
 @torch.inference_mode()
-def tokenize_waves(m: dict, waves: list[np.ndarray], sample_rate: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Equal-length clips at `sample_rate` -> (mulan [Qm], semantic [Ts], acoustic [Q, Ta]) per clip."""
-    mulan, sem, codec = m["mulan"], m["semantic_tokens"], m["codec"]
+def tokenize_waves(m: dict[str, TokenProducer], waves: list[np.ndarray], sample_rate: int) -> list[dict[str, torch.Tensor]]:
+    """Equal-length clips at `sample_rate` -> `{stream: ids}` per clip (mulan [Qm], semantic [Ts], acoustic [Q, Ta]).
+    Each producer gets the audio at its own rate; a timed stream keeps round(seconds * frame_rate) frames."""
+    batch = torch.from_numpy(np.stack(waves))
+    seconds = len(waves[0]) / sample_rate
+    out: dict[str, torch.Tensor] = {}
+    for stage, stream in TOKEN_STREAMS.items():
+        producer = m[stage]
+        ids = producer.tokenize(resample_batch(batch, sample_rate, producer.sample_rate))
+        rate = stream_spec(producer).get("rate")
+        out[stream] = ids if rate is None else ids[..., : round(seconds * rate)]
+    return [{s: t[i] for s, t in out.items()} for i in range(len(waves))]
 
-    def at(rate: int) -> torch.Tensor:
-        return resample_batch(torch.from_numpy(np.stack(waves)), sample_rate, rate)
 
-    mt = mulan.tokens_from_audio(at(mulan.sample_rate))
-    st = sem.tokenize(at(sem.hparams.sample_rate))
-    ac = codec.encode(at(codec.sample_rate))
-    frames = round(len(waves[0]) / sample_rate * codec.frame_rate)
-    ac = ac[..., :frames]
-    return [(mt[i], st[i], ac[i]) for i in range(len(waves))]
-
-
-def vocab(m: dict) -> dict[str, int]:
-    """The token streams' sizes, recorded in the manifest so the LM stages can check theirs against them."""
-    return {
-        "mulan_levels": m["mulan"].num_quantizers,
-        "mulan_codebook_size": m["mulan"].codebook_size,
-        "semantic_codebook_size": m["semantic_tokens"].num_clusters,
-        "codec_levels": m["codec"].num_quantizers,
-        "codec_codebook_size": m["codec"].codebook_size,
-    }
+def vocab(m: dict[str, TokenProducer]) -> dict[str, float | int]:
+    """Each stream's levels, codebook size and frame rate (`<stream>_levels`, ...), recorded in the manifest: the LM
+    stages size themselves from it."""
+    return {f"{stream}_{k}": v for stage, stream in TOKEN_STREAMS.items() for k, v in stream_spec(m[stage]).items()}
 
 
 def tokenize_shard(job: TokenJob, run: str, batch_size: int, threads: int) -> list[dict]:
@@ -87,14 +85,8 @@ def tokenize_shard(job: TokenJob, run: str, batch_size: int, threads: int) -> li
         for i in range(0, len(group), batch_size):
             chunk = group[i : i + batch_size]
             sr = chunk[0][2]["sample_rate"]
-            for (s, _, meta), (mt, st, ac) in zip(chunk, tokenize_waves(m, [w for _, w, _ in chunk], sr)):
-                meta = {
-                    **meta,
-                    "checkpoint_ids": ids,
-                    "semantic_rate": m["semantic_tokens"].token_rate,
-                    "acoustic_rate": m["codec"].frame_rate,
-                }
-                out.append(token_sample(s["__key__"], mt, st, ac, meta))
+            for (s, _, meta), tokens in zip(chunk, tokenize_waves(m, [w for _, w, _ in chunk], sr)):
+                out.append(token_sample(s["__key__"], tokens, {**meta, "checkpoint_ids": ids}))
     out.sort(key=lambda d: d["__key__"])
     return out
 
@@ -128,9 +120,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=16)
     a = p.parse_args(argv)
-    out = a.out or Path("data/tokens") / Path(a.run).name
+    out = a.out or data_dir() / "tokens" / Path(a.run).name
     t0 = time.perf_counter()
-    manifests = tokenize(a.run, Path("data/shards") / a.dataset, out, a.splits, a.workers, a.batch_size)
+    manifests = tokenize(a.run, data_dir() / "shards" / a.dataset, out, a.splits, a.workers, a.batch_size)
     seconds = sum(m["seconds"] for m in manifests.values())
     dt = time.perf_counter() - t0
     for split, m in manifests.items():
@@ -138,24 +130,37 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{seconds:.0f} s of audio in {dt:.1f} s ({seconds / dt:.1f} audio-s/s, includes skipped complete shards)")
 
 
+def untrained_producers(profile: str, tmp: str | Path) -> dict[str, TokenProducer]:
+    """The profile's token producers, freshly initialised (a fitted-looking MuLan quantizer and random k-means
+    centroids): what speed benchmarks and vocabulary-only callers need, since neither depends on training. `tmp`
+    holds the MuLan hand-off the semantic tokenizer reads."""
+    from musiclm.train import build_cli
+
+    m = {}
+    for stage in ("mulan", "codec"):
+        m[stage] = build_cli(stage, tmp, profile, "cpu", ["--trainer.logger=false"]).model.eval()
+    m["mulan"].quantizer_fitted.fill_(True)
+    source = Path(tmp) / "mulan.ckpt"
+    torch.save(handoff(m["mulan"]), source)
+    sem = build_cli("semantic_tokens", tmp, profile, "cpu", ["--trainer.logger=false", f"--model.source={source}"]).model
+    sem.initialized.fill_(True)
+    sem.centroids.data.normal_()
+    m["semantic_tokens"] = sem.eval()
+    return m
+
+
+def profile_vocab(profile: str) -> dict[str, float | int]:
+    """The token manifest's `vocab` that a chain of this profile would write: what LM stages built outside
+    `musiclm train` (benchmarks) are sized with."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return vocab(untrained_producers(profile, tmp))
+
+
 def bench(clips: int = 16, seconds: float = 8.0) -> dict:
     """Audio-seconds tokenised per second with freshly initialised demo-profile models (the cost does not depend
     on training)."""
-    from musiclm.train import build_cli
-
     with tempfile.TemporaryDirectory() as tmp:
-        m = {}
-        for stage in ("mulan", "codec"):
-            cli = build_cli(stage, tmp, "demo", "cpu", ["--trainer.logger=false"])
-            m[stage] = cli.model.eval()
-        m["mulan"].quantizer_fitted.fill_(True)
-        source = Path(tmp) / "mulan.ckpt"
-        torch.save(handoff(m["mulan"]), source)
-        cli = build_cli("semantic_tokens", tmp, "demo", "cpu", ["--trainer.logger=false", f"--model.source={source}"])
-        sem = cli.model.eval()
-        sem.initialized.fill_(True)
-        sem.centroids.data.normal_()
-        m["semantic_tokens"] = sem
+        m = untrained_producers("demo", tmp)
         waves = [np.random.default_rng(i).standard_normal(int(seconds * 24_000)).astype(np.float32) * 0.1 for i in range(clips)]
         tokenize_waves(m, waves[:2], 24_000)  # warm-up
         t0 = time.perf_counter()

@@ -24,49 +24,20 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from lightning.pytorch.cli import LightningCLI
 
 from musiclm.artifacts import atomic_torch_save, atomic_write_bytes, file_id, handoff, model_path, stage_dir
+from musiclm.compat import LastCheckpoint
+from musiclm.config import CONFIG_ROOT, config_layers
 from musiclm.distributed import is_sharded, recover_checkpoint
 from musiclm.stages import STAGES
 
-CONFIG_ROOT = Path(__file__).resolve().parents[2] / "configs"
-
-
-def config_layers(stage: str, profile: str, trainer: str, config_root: Path = CONFIG_ROOT) -> list[Path]:
-    layers = [config_root / f"{stage}.yaml", config_root / "trainer" / f"{trainer}.yaml"]
-    if profile != "paper":
-        layers.append(config_root / "profile" / profile / f"{stage}.yaml")
-    missing = [str(p) for p in layers if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f"missing config file(s): {', '.join(missing)}")
-    return layers
-
-
-class LastCheckpoint(ModelCheckpoint):
-    """`checkpoints/last.ckpt` and nothing else, rewritten at every validation end (every train epoch end when there
-    is no validation) and when training stops: what a killed run resumes from. Lightning 2.6's own `save_last` with
-    `save_top_k=0` writes it only when training ends, so a `kill -9` would lose the whole run."""
-
-    def __init__(self, dirpath: str | Path) -> None:
-        super().__init__(dirpath=dirpath, save_last=True, save_top_k=0, enable_version_counter=False)
-
-    def _save_last_now(self, trainer: L.Trainer) -> None:
-        if not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self._should_save_on_train_epoch_end(trainer):
-            self._save_last_now(trainer)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._should_save_on_train_epoch_end(trainer):
-            self._save_last_now(trainer)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._save_last_now(trainer)
-
 
 class StageCLI(LightningCLI):
-    """LightningCLI whose module/data classes come from the stage registry; it adds the run's TensorBoard logger
-    and `checkpoints/last.ckpt` unless the config brings its own."""
+    """LightningCLI in subclass mode: the stage config's `model: class_path:` names the implementation (the registry
+    only gives the default), `--model=package.Class` swaps it. It adds the run's TensorBoard logger and
+    `checkpoints/last.ckpt` unless the config brings its own, and sizes token stages from their token manifest."""
+
+    def __init__(self, *args: Any, links: tuple[tuple[str, str], ...] = (), **kwargs: Any) -> None:
+        self.links = links
+        super().__init__(*args, **kwargs)
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> L.Trainer:
         out = Path(config["default_root_dir"])
@@ -80,26 +51,57 @@ class StageCLI(LightningCLI):
         return super()._instantiate_trainer(config, callbacks)
 
     def add_arguments_to_parser(self, parser) -> None:
-        module_cls = self.model_class
-        # Let a module declare values it must share with its data module (e.g. sample_rate) so they are set once.
-        for src, dst in getattr(module_cls, "cli_links", ()):
-            parser.link_arguments(src, dst)
+        # Values a module shares with its data module (e.g. sample_rate) are set once, in the data section.
+        for src, dst in self.links:
+            parser.link_arguments(src, f"model.init_args.{dst.removeprefix('model.')}")
+
+    def before_instantiate_classes(self) -> None:
+        vocab = token_vocab(self.config.data.get("data_dir"))
+        if vocab:
+            fill_from_vocab(self.config.model.init_args, vocab, "model")
+            fill_from_vocab(self.config.data, vocab, "data")
 
 
-def build_cli(stage: str, run: str, profile: str, trainer: str, extra: list[str], config_root: Path = CONFIG_ROOT) -> StageCLI:
+def token_vocab(data_dir: str | None) -> dict[str, Any]:
+    """The stream sizes and rates `make tokenize` recorded in the token manifest (empty for audio shards)."""
+    path = Path(data_dir or "") / "train" / "manifest.json"
+    return json.loads(path.read_text()).get("vocab") or {} if path.is_file() else {}
+
+
+def fill_from_vocab(args: Any, vocab: dict[str, Any], section: str) -> None:
+    """Set each unset (None) argument that the token manifest knows; refuse one that a config set otherwise: a
+    silent mismatch would train on out-of-range or ignored ids."""
+    wrong = {}
+    for key, value in vocab.items():
+        if key not in args:
+            continue
+        if args[key] is None:
+            args[key] = value
+        elif args[key] != value:
+            wrong[key] = value
+    if wrong:
+        fix = " ".join(f"--{section}.{k}={v}" for k, v in wrong.items())
+        raise SystemExit(
+            f"the token manifest says {wrong}, the config says {({k: args[k] for k in wrong})}: these sizes come from "
+            f"the upstream models; remove them from the profile or set {fix}"
+        )
+
+
+def build_cli(stage: str, run: str, profile: str, trainer: str, extra: list[str], config_root: Path | None = None) -> StageCLI:
     spec = STAGES[stage]
     out = stage_dir(run, stage)
     out.mkdir(parents=True, exist_ok=True)
     args: list[str] = []
-    for layer in config_layers(stage, profile, trainer, config_root):
+    for layer in config_layers(stage, profile, trainer, config_root or CONFIG_ROOT):
         args += ["--config", str(layer)]
     args += extra
     return StageCLI(
-        spec.module_class(),
+        L.LightningModule,
         spec.data_class(),
+        links=tuple(getattr(spec.module_class(), "cli_links", ())),
         args=args,
         run=False,
-        subclass_mode_model=False,
+        subclass_mode_model=True,
         subclass_mode_data=False,
         save_config_kwargs={"overwrite": True},
         seed_everything_default=0,

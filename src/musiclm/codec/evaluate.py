@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from musiclm.artifacts import atomic_write_bytes, load_model, require_model, run_dir
+from musiclm.artifacts import atomic_write_bytes, build_from_handoff, read_handoff, run_dir
 from musiclm.audio import AudioError, load_audio
 from musiclm.codec.module import CodecModule
 from musiclm.data.shards import iter_tar_samples, list_shards
 from musiclm.metrics.codec import mel_distance, si_sdr_db
+from musiclm.paths import reports_dir
 
 
 def clips_from_shards(split_dir: Path, sample_rate: int, max_clips: int | None, max_seconds: float) -> list[np.ndarray]:
@@ -82,12 +83,12 @@ def evaluate_codec(
     run: str, split: str = "val", data_dir: str | None = None, audio_dir: str | None = None, max_clips: int | None = 32,
     max_seconds: float = 10.0, seed: int = 0,
 ) -> dict:  # fmt: skip
-    model: CodecModule = load_model(run, "codec")
+    ckpt = read_handoff(run, "codec")
+    model: CodecModule = build_from_handoff(ckpt, "codec")
     if model.hparams.get("cpu_threads"):  # the profile's choice for this small model on a shared CPU (see module.setup)
         torch.set_num_threads(model.hparams.cpu_threads)
-    ckpt = torch.load(require_model(run, "codec"), map_location="cpu", weights_only=False)
     torch.manual_seed(seed)
-    untrained = CodecModule(**{k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}).eval()
+    untrained = type(model)(**dict(model.hparams)).eval()  # the same class and config, never trained
     sr, kbps = model.sample_rate, model.kbps()
     if audio_dir is not None:
         clips = clips_from_dir(Path(audio_dir), sr, max_clips, max_seconds)
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=None, help="JSON report (default reports/<RUN>/codec_eval.json)")
     a = p.parse_args(argv)
     report = evaluate_codec(a.run, a.split, a.data_dir, a.audio_dir, a.max_clips, a.max_seconds)
-    out = a.out or Path("reports") / run_dir(a.run).name / "codec_eval.json"
+    out = a.out or reports_dir() / run_dir(a.run).name / "codec_eval.json"
     atomic_write_bytes(out, json.dumps(report, indent=1).encode())
     print(json.dumps(report, indent=1))
     print(f"wrote {out}")

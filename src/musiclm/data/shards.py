@@ -204,7 +204,7 @@ def iter_tar_samples(shard: str | os.PathLike) -> Iterable[dict[str, bytes]]:
 
 
 def validate_meta(meta: dict) -> None:
-    """Raise ValueError when a sample's json does not follow the audio-shard schema of DESIGN.md."""
+    """Raise ValueError when a sample's json does not follow the audio-shard schema of docs/architecture.md."""
     for field, typ in REQUIRED_META.items():
         if field not in meta:
             raise ValueError(f"json lacks '{field}'")

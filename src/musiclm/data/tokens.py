@@ -1,5 +1,6 @@
-"""Token-shard schema (DESIGN.md): `mulan.npy` int16 [Q_mulan], `semantic.npy` int16 [T_sem],
-`acoustic.npy` int16 [Q_codec, T_ac], and a json with caption/tags/attributes and the ids of the checkpoints used."""
+"""Token-shard schema (docs/architecture.md): one `<stream>.npy` int16 array per token stream of the stage registry
+(`mulan` [Q_mulan], `semantic` [T_sem], `acoustic` [Q_codec, T_ac]) and a json with caption/tags/attributes and the
+ids of the checkpoints that made them."""
 
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ import torch.nn.functional as F
 
 from musiclm.artifacts import file_id, model_path
 from musiclm.data.streams import collate
+from musiclm.stages import TOKEN_STREAMS
 
-TOKEN_STAGES = ("mulan", "semantic_tokens", "codec")
-ARRAYS = ("mulan", "semantic", "acoustic")
+TOKEN_STAGES = tuple(TOKEN_STREAMS)  # the stages whose hand-offs make tokens
+ARRAYS = tuple(TOKEN_STREAMS.values())  # their streams, one array each
+RANKS = {"mulan": 1, "semantic": 1, "acoustic": 2}  # array rank per stream (tests check it covers ARRAYS)
+TIMED = ("semantic", "acoustic")  # streams with a time axis (last), padded and masked in batches
 
 
 class StaleTokensError(RuntimeError):
@@ -35,14 +39,12 @@ def decode_npy(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 
-def token_sample(key: str, mulan, semantic, acoustic, meta: dict) -> dict:
-    return {
-        "__key__": key,
-        "mulan.npy": encode_npy(mulan),
-        "semantic.npy": encode_npy(semantic),
-        "acoustic.npy": encode_npy(acoustic),
-        "json": meta,
-    }
+def token_sample(key: str, tokens: dict[str, np.ndarray | torch.Tensor], meta: dict) -> dict:
+    """One tar sample from `{stream: ids}` (every stream of `ARRAYS`)."""
+    missing = [a for a in ARRAYS if a not in tokens]
+    if missing:
+        raise ValueError(f"{key}: no tokens for stream(s) {missing}")
+    return {"__key__": key, **{f"{a}.npy": encode_npy(tokens[a]) for a in ARRAYS}, "json": meta}
 
 
 def decode_token_sample(sample: dict) -> dict:
@@ -51,7 +53,7 @@ def decode_token_sample(sample: dict) -> dict:
     if missing or "json" not in sample:
         raise ValueError(f"{sample.get('__key__')}: token sample lacks {missing or ['json']}")
     out = {a: torch.from_numpy(decode_npy(sample[f"{a}.npy"]).astype(np.int64)) for a in ARRAYS}
-    if out["acoustic"].ndim != 2 or out["semantic"].ndim != 1 or out["mulan"].ndim != 1:
+    if any(t.ndim != RANKS[a] for a, t in out.items()):
         raise ValueError(f"{sample['__key__']}: token arrays have the wrong rank")
     out["json"] = json.loads(sample["json"])
     return out
@@ -60,8 +62,8 @@ def decode_token_sample(sample: dict) -> dict:
 def collate_tokens(samples: list[dict]) -> dict:
     """Batch token samples of different lengths: `semantic` / `acoustic` are right-padded with 0 to the longest in
     the batch and `semantic_mask` / `acoustic_mask` [B, T] (True = real frame) keep padding out of the loss."""
-    batch = collate([{k: v for k, v in s.items() if k not in ("semantic", "acoustic")} for s in samples])
-    for name in ("semantic", "acoustic"):
+    batch = collate([{k: v for k, v in s.items() if k not in TIMED} for s in samples])
+    for name in TIMED:
         lengths = torch.tensor([s[name].shape[-1] for s in samples])
         longest = int(lengths.max())
         batch[name] = torch.stack([F.pad(s[name], (0, longest - s[name].shape[-1])) for s in samples])

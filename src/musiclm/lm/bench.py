@@ -14,20 +14,11 @@ import statistics
 import time
 
 import torch
-from omegaconf import OmegaConf
 
 from musiclm.bench import matmul_gflops
+from musiclm.config import build_stage, stage_settings
 from musiclm.lm.module import SemanticStage
-from musiclm.train import CONFIG_ROOT
-
-
-def stage_settings(stage: str = "semantic", profile: str = "demo") -> tuple[dict, dict]:
-    """(model kwargs, data section) of configs/<stage>.yaml overlaid with the profile, as `musiclm train` sees them."""
-    layers = [OmegaConf.load(CONFIG_ROOT / f"{stage}.yaml")]
-    if profile != "paper":
-        layers.append(OmegaConf.load(CONFIG_ROOT / "profile" / profile / f"{stage}.yaml"))
-    cfg = OmegaConf.to_container(OmegaConf.merge(*layers), resolve=True)
-    return cfg["model"], cfg.get("data", {})
+from musiclm.tokenize import profile_vocab
 
 
 def matmul_params(module: SemanticStage) -> int:
@@ -43,7 +34,7 @@ def random_batch(module: SemanticStage, batch: int) -> dict:
     hp = module.hparams
     return {
         "mulan": torch.randint(0, hp.mulan_codebook_size, (batch, hp.mulan_levels)),
-        "semantic": torch.randint(0, hp.semantic_codebook_size, (batch, hp.window_frames)),
+        "semantic": torch.randint(0, hp.semantic_codebook_size, (batch, module.window_frames)),
     }
 
 
@@ -77,11 +68,9 @@ def time_generation(module: SemanticStage, context: int, new_tokens: int, use_ca
 
     module.eval()
     hp = module.hparams
-    prefix = torch.cat(
-        [module.mulan_ids(torch.randint(0, hp.mulan_codebook_size, (1, hp.mulan_levels))),
-         module.vocab.encode("semantic", torch.randint(0, hp.semantic_codebook_size, (1, context - hp.mulan_levels)), 0)],
-        dim=1,
-    )[..., None]
+    mulan = torch.randint(0, hp.mulan_codebook_size, (1, hp.mulan_levels))
+    semantic = torch.randint(0, hp.semantic_codebook_size, (1, context - hp.mulan_levels))
+    prefix = torch.cat([module.mulan_ids(mulan), module.vocab.encode("semantic", semantic, 0)], dim=1)[..., None]
     layout = module.target_layout(new_tokens)
     g = torch.Generator().manual_seed(0)
     t0 = time.perf_counter()
@@ -90,11 +79,11 @@ def time_generation(module: SemanticStage, context: int, new_tokens: int, use_ca
 
 
 def bench(profile: str = "demo", steps: int = 7, context: int = 1024, new_tokens: int = 64) -> dict:
-    model_kwargs, data = stage_settings("semantic", profile)
+    _, data = stage_settings("semantic", profile)
     batch = int(data.get("batch_size", 16))
     torch.manual_seed(0)
-    module = SemanticStage(**model_kwargs)
-    seq = module.hparams.mulan_levels + module.hparams.window_frames
+    module = build_stage("semantic", profile, profile_vocab(profile))
+    seq = module.hparams.mulan_levels + module.window_frames
     timings = time_training(module, batch, steps)
     flops = train_flops(module, batch, seq)
     step_s = statistics.median(t for t, _ in timings)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 from x_transformers import Decoder, TransformerWrapper
-from x_transformers.x_transformers import LayerIntermediates
 
+from musiclm.compat import LayerIntermediates
 from musiclm.lm.patterns import PAD
 
 
@@ -62,6 +62,12 @@ class TokenLM(nn.Module):
         """Without `cache`: the whole sequence. With it: `ids` holds only the new step(s) after the cached ones."""
         logits, inter = self.net(ids, cache=cache, return_intermediates=True, input_not_include_cache=cache is not None)
         return logits, inter
+
+    def block_types(self) -> tuple[type[nn.Module], ...]:
+        """x-transformers' attention and feed-forward blocks: the FSDP and activation-checkpointing unit."""
+        from musiclm.distributed import transformer_block_types
+
+        return transformer_block_types()
 
     def slot_logits(self, logits: Tensor, head_index: Tensor, codebook_size: int) -> Tensor:
         """`[B, N, sum(head_sizes)]` -> `[B, N, K, C]`: for each slot, the block of its level (`head_index` `[N, K]`)."""

@@ -1,5 +1,5 @@
 """The three autoregressive stages of MusicLM as LightningModules trained on token batches
-(`TokenDataModule`: `mulan` [B, Qm], `semantic` [B, Ts] at 25 Hz, `acoustic` [B, Q, Ta] at 50 Hz):
+(`TokenDataModule`: `mulan` [B, Qm], `semantic` [B, Ts], `acoustic` [B, Q, Ta] at their own frame rates):
 
 - `SemanticStage`  p(semantic | MuLan)
 - `CoarseStage`    p(coarse codec levels | MuLan, semantic)
@@ -9,6 +9,10 @@ Each sequence is a conditioning prefix followed by the target steps of a `Patter
 Padded frames (a batch's optional `semantic_mask` / `acoustic_mask`, `[B, T]`, True = real) carry none either.
 MuLan tokens are replaced by a learned null condition with probability `cond_dropout` so that classifier-free
 guidance has an unconditional branch to extrapolate from.
+
+Vocabulary sizes, level counts and frame rates are the upstream models' (None here): `musiclm train` fills them
+from the token manifest `make tokenize` writes. Windows are given in seconds and turned into frames at each
+stream's rate, so any pair of rates works (a 75-Hz EnCodec under 25-Hz semantic tokens, DAC's 86.1 Hz).
 """
 
 from __future__ import annotations
@@ -21,11 +25,31 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from musiclm.data.datamodules import log_skipped
+from musiclm.log import log_skipped
+from musiclm.optim import warmup_cosine
 from musiclm.distributed import configure_sharding
-from musiclm.lm.model import TokenLM
+from musiclm.lm.backbones import build_backbone
 from musiclm.lm.patterns import EMPTY, FlattenPattern, Pattern, Vocab, as_steps, make_pattern
 from musiclm.lm.sampling import TargetLayout, sample_steps, slide
+
+
+def seconds_to_frames(seconds: float, rate: float) -> int:
+    return max(1, round(seconds * rate))
+
+
+def require(hparams: Any, names: tuple[str, ...], stage: str) -> None:
+    """Upstream sizes have no defaults: say where they come from instead of building a wrongly sized model."""
+    missing = [n for n in names if hparams.get(n) is None]
+    if missing:
+        raise ValueError(
+            f"{stage} needs {', '.join(missing)}: `musiclm train` reads them from the token manifest (run `make "
+            f"tokenize` first); pass them when building the module by hand"
+        )
+
+
+# hyperparameters renamed since older hand-offs were written
+RENAMED = {"codec_codebook_size": "acoustic_codebook_size", "codec_levels": "acoustic_levels"}
+OLD_RATES = {"semantic_rate": 25.0, "acoustic_rate": 50.0}  # the only rates hand-offs with `window_frames` ran at
 
 
 def window(batch: dict[str, Any], spans: dict[str, tuple[int, int]]) -> dict[str, Any]:
@@ -43,6 +67,22 @@ class TokenStage(L.LightningModule):
 
     target: str  # name of the target stream in the vocabulary
     level_base: int = 0  # absolute codec level of target level 0 (for metric names)
+    window_rate: str  # the hparam holding the frame rate `window_seconds` is counted in
+
+    @classmethod
+    def upgrade_hparams(cls, hparams: dict[str, Any]) -> dict[str, Any]:
+        """Hand-offs written before windows were in seconds held `window_frames` and, then necessarily, 25-Hz
+        semantic and 50-Hz acoustic tokens."""
+        hp = {RENAMED.get(k, k): v for k, v in hparams.items()}
+        if "window_frames" in hp:
+            rate = hp.setdefault(cls.window_rate, OLD_RATES[cls.window_rate])
+            hp["window_seconds"] = hp.pop("window_frames") / rate
+        return hp
+
+    @property
+    def window_frames(self) -> int:
+        """Target frames per training window."""
+        return seconds_to_frames(self.hparams.window_seconds, self.hparams[self.window_rate])
 
     def _setup(self, streams: dict[str, tuple[int, int]], pattern: Pattern, codebook_size: int) -> None:
         hp = self.hparams
@@ -50,7 +90,7 @@ class TokenStage(L.LightningModule):
         self.pattern = pattern
         self.codebook_size = codebook_size
         head_sizes = [len(pattern.slot_levels(k)) * codebook_size for k in range(pattern.tokens_per_step)]
-        self.model = TokenLM(self.vocab.size, head_sizes, hp.dim, hp.depth, hp.heads, hp.ff_mult, hp.dropout)
+        self.model = build_backbone(hp.backbone, self.vocab.size, head_sizes, hp.dim, hp.depth, hp.heads, hp.ff_mult, hp.dropout)
         self._val: dict[str, Tensor] = {}
         self._layouts: dict[tuple[int, torch.device], TargetLayout] = {}
 
@@ -136,8 +176,8 @@ class TokenStage(L.LightningModule):
         sizes = getattr(self.trainer.datamodule, "vocab", None) or {}
         hp = self.hparams
         wrong = {k: v for k, v in sizes.items() if k in hp and hp[k] != v}
-        if "codec_levels" in sizes and "coarse_levels" in hp and not hp.coarse_levels < sizes["codec_levels"]:
-            wrong["coarse_levels"] = f"< {sizes['codec_levels']}"
+        if "acoustic_levels" in sizes and "coarse_levels" in hp and not hp.coarse_levels < sizes["acoustic_levels"]:
+            wrong["coarse_levels"] = f"< {sizes['acoustic_levels']}"
         if wrong:
             fix = " ".join(f"--model.{k}={v}" for k, v in wrong.items())
             raise ValueError(f"the token shards were made by models with other vocabularies: set {fix} (ARGS=... or the profile)")
@@ -180,7 +220,7 @@ class TokenStage(L.LightningModule):
         """Under ModelParallelStrategy (FSDP2): `fully_shard` each x-transformers Attention/FeedForward block, then
         the decoder; `activation_checkpointing` recomputes the blocks' activations in backward (any strategy).
         Lightning calls this before `configure_optimizers`, which therefore sees the sharded parameters."""
-        configure_sharding(self, bool(self.hparams.get("activation_checkpointing", False)))
+        configure_sharding(self, bool(self.hparams.get("activation_checkpointing", False)), self.model.block_types())
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         """AdamW with weight decay on matrices only (not norms, biases), over the (possibly sharded) parameters."""
@@ -191,18 +231,9 @@ class TokenStage(L.LightningModule):
         return torch.optim.AdamW(groups, lr=hp.lr, betas=(0.9, 0.95))
 
     def configure_optimizers(self):
-        hp = self.hparams
+        # linear warm-up, then cosine to 10% over max_steps (constant without a known max_steps)
+        schedule = warmup_cosine(self.hparams.warmup_steps, self.trainer.max_steps, 0.1)
         opt = self.make_optimizer()
-        total = max(self.trainer.max_steps, 0)
-
-        def schedule(step: int) -> float:  # linear warm-up, then cosine to 10% over max_steps (constant without)
-            if step < hp.warmup_steps:
-                return (step + 1) / hp.warmup_steps
-            if total <= hp.warmup_steps:
-                return 1.0
-            progress = min(1.0, (step - hp.warmup_steps) / (total - hp.warmup_steps))
-            return 0.1 + 0.45 * (1 + math.cos(math.pi * progress))
-
         return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule), "interval": "step"}}
 
     # -- sampling ---------------------------------------------------------------------------------------------
@@ -256,13 +287,16 @@ class SemanticStage(TokenStage):
     """p(semantic tokens | MuLan tokens)."""
 
     target = "semantic"
+    window_rate = "semantic_rate"
 
     def __init__(
         self,
-        mulan_levels: int = 12,
-        mulan_codebook_size: int = 1024,
-        semantic_codebook_size: int = 1024,
-        window_frames: int = 750,
+        mulan_levels: int | None = None,
+        mulan_codebook_size: int | None = None,
+        semantic_codebook_size: int | None = None,
+        semantic_rate: float | None = None,
+        window_seconds: float = 30.0,
+        backbone: str = "x-transformers",
         dim: int = 1024,
         depth: int = 24,
         heads: int = 16,
@@ -277,6 +311,7 @@ class SemanticStage(TokenStage):
     ):
         super().__init__()
         self.save_hyperparameters()
+        require(self.hparams, ("mulan_levels", "mulan_codebook_size", "semantic_codebook_size", "semantic_rate"), "SemanticStage")
         streams = {
             "mulan": (mulan_levels, mulan_codebook_size),
             "null": (mulan_levels, 1),
@@ -298,7 +333,7 @@ class SemanticStage(TokenStage):
         return batch.get("semantic_mask")
 
     def crop(self, batch: dict[str, Any]) -> dict[str, Any]:
-        frames, w = batch["semantic"].shape[-1], self.hparams.window_frames
+        frames, w = batch["semantic"].shape[-1], self.window_frames
         if frames <= w:
             return batch
         start = int(torch.randint(0, frames - w + 1, ())) if self.training else 0
@@ -318,14 +353,14 @@ class SemanticStage(TokenStage):
         context: int | None = None,
         use_cache: bool = True,
     ) -> Tensor:
-        """MuLan tokens `[B, Qm]` -> semantic tokens `[B, num_tokens]`; longer than `window_frames` by sliding
+        """MuLan tokens `[B, Qm]` -> semantic tokens `[B, num_tokens]`; longer than a window by sliding
         windows prompted with the last `context` tokens (default half a window). `prompt` `[B, Tp]` continues
         given semantic tokens (returned as the first Tp)."""
         kw = self.sampling_kwargs(temperature, top_k, top_p, cfg_scale, seed, use_cache)
         mulan_tokens = mulan_tokens.to(self.device)
         cond = self.mulan_ids(mulan_tokens)
         null = self.null_ids(cond.shape[1]).expand_as(cond) if cfg_scale is not None else None
-        window = self.hparams.window_frames
+        window = self.window_frames
         context = window // 2 if context is None else context
 
         def gen(start: int, frames: int, prev: Tensor | None) -> Tensor:
@@ -339,19 +374,20 @@ class CoarseStage(TokenStage):
     """p(coarse codec levels | MuLan tokens, semantic tokens)."""
 
     target = "coarse"
-    cli_links = [("data.semantic_rate", "model.semantic_rate"), ("data.acoustic_rate", "model.acoustic_rate")]
+    window_rate = "acoustic_rate"
 
     def __init__(
         self,
-        mulan_levels: int = 12,
-        mulan_codebook_size: int = 1024,
-        semantic_codebook_size: int = 1024,
-        codec_codebook_size: int = 1024,
+        mulan_levels: int | None = None,
+        mulan_codebook_size: int | None = None,
+        semantic_codebook_size: int | None = None,
+        acoustic_codebook_size: int | None = None,
+        semantic_rate: float | None = None,
+        acoustic_rate: float | None = None,
         coarse_levels: int = 4,
         pattern: str = "flatten",
-        semantic_rate: float = 25.0,
-        acoustic_rate: float = 50.0,
-        window_frames: int = 500,
+        window_seconds: float = 10.0,
+        backbone: str = "x-transformers",
         dim: int = 1024,
         depth: int = 24,
         heads: int = 16,
@@ -366,18 +402,23 @@ class CoarseStage(TokenStage):
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.ratio = round(acoustic_rate / semantic_rate)
-        if self.ratio * semantic_rate != acoustic_rate or window_frames % self.ratio:
-            raise ValueError("acoustic_rate must be a multiple of semantic_rate, and window_frames of their ratio")
+        require(self.hparams, ("mulan_levels", "mulan_codebook_size", "semantic_codebook_size", "acoustic_codebook_size",
+                               "semantic_rate", "acoustic_rate"), "CoarseStage")  # fmt: skip
+        self.ratio = acoustic_rate / semantic_rate  # acoustic frames per semantic frame, not necessarily whole
         streams = {
             "mulan": (mulan_levels, mulan_codebook_size),
             "null": (mulan_levels, 1),
             "semantic": (1, semantic_codebook_size),
-            "coarse": (coarse_levels, codec_codebook_size),
+            "coarse": (coarse_levels, acoustic_codebook_size),
         }
-        self._setup(streams, make_pattern(pattern, coarse_levels), codec_codebook_size)
+        self._setup(streams, make_pattern(pattern, coarse_levels), acoustic_codebook_size)
 
     mulan_ids = SemanticStage.mulan_ids
+
+    def semantic_span(self, start: int, frames: int, total: int) -> tuple[int, int]:
+        """The semantic frames `[s0, s1)` that cover acoustic frames `[start, start + frames)`."""
+        s0 = min(total, math.floor(start / self.ratio + 1e-6))
+        return s0, max(s0, min(total, math.ceil((start + frames) / self.ratio - 1e-6)))
 
     def cond_ids(self, mulan: Tensor, semantic: Tensor) -> tuple[Tensor, Tensor]:
         m = self.mulan_ids(mulan)
@@ -392,13 +433,15 @@ class CoarseStage(TokenStage):
         return batch["acoustic"].long()[:, : self.hparams.coarse_levels]
 
     def crop(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """A window that starts on a semantic frame: `window_seconds` of both streams (all of a shorter clip)."""
         ac, sem = batch["acoustic"], batch["semantic"]
-        frames = min(ac.shape[-1], sem.shape[-1] * self.ratio)
-        w = min(self.hparams.window_frames, frames - frames % self.ratio)
+        sem_frames = min(sem.shape[-1], math.floor(ac.shape[-1] / self.ratio + 1e-6))
+        w_sem = min(seconds_to_frames(self.hparams.window_seconds, self.hparams.semantic_rate), sem_frames)
+        w_ac = min(self.window_frames, round(w_sem * self.ratio))
         start = 0
-        if self.training and frames > w:
-            start = int(torch.randint(0, (frames - w) // self.ratio + 1, ())) * self.ratio
-        return window(batch, {"acoustic": (start, w), "semantic": (start // self.ratio, w // self.ratio)})
+        if self.training and sem_frames > w_sem:
+            start = int(torch.randint(0, sem_frames - w_sem + 1, ()))
+        return window(batch, {"acoustic": (round(start * self.ratio), w_ac), "semantic": (start, w_sem)})
 
     def target_mask(self, batch: dict[str, Any]) -> Tensor | None:
         return batch.get("acoustic_mask")
@@ -416,17 +459,18 @@ class CoarseStage(TokenStage):
         context: int | None = None,
         use_cache: bool = True,
     ) -> Tensor:
-        """MuLan `[B, Qm]` + semantic `[B, Ts]` -> coarse codes `[B, coarse_levels, Ts * ratio]`, in windows of
-        `window_frames` prompted with the last `context` coarse frames (default half a window) and conditioned on
-        the semantic tokens of the same window."""
+        """MuLan `[B, Qm]` + semantic `[B, Ts]` -> coarse codes `[B, coarse_levels, round(Ts * ratio)]`, in
+        windows of `window_seconds` prompted with the last `context` coarse frames (default half a window) and
+        conditioned on the semantic tokens that cover the same window."""
         kw = self.sampling_kwargs(temperature, top_k, top_p, cfg_scale, seed, use_cache)
         mulan_tokens, semantic = mulan_tokens.to(self.device), semantic.to(self.device)
-        window = self.hparams.window_frames
+        window = self.window_frames
         context = window // 2 if context is None else context
-        context -= context % self.ratio
+        if float(self.ratio).is_integer():  # keep window starts on semantic frames when the rates allow it
+            context -= context % int(self.ratio)
 
         def gen(start: int, frames: int, prev: Tensor | None) -> Tensor:
-            sem = semantic[:, start // self.ratio : (start + frames) // self.ratio]
+            sem = semantic[:, slice(*self.semantic_span(start, frames, semantic.shape[-1]))]
             cond, droppable = self.cond_ids(mulan_tokens, sem)
             null = None
             if cfg_scale is not None:
@@ -434,21 +478,24 @@ class CoarseStage(TokenStage):
                 null[:, droppable] = self.null_ids(int(droppable.sum()))
             return self.sample_window(cond, null, frames, prev, **kw)
 
-        return slide(semantic.shape[-1] * self.ratio, window, context, gen)
+        return slide(round(semantic.shape[-1] * self.ratio), window, context, gen)
 
 
 class FineStage(TokenStage):
     """p(fine codec levels | coarse codec levels), over short windows (AudioLM: 3 s)."""
 
     target = "fine"
+    window_rate = "acoustic_rate"
 
     def __init__(
         self,
-        codec_codebook_size: int = 1024,
-        codec_levels: int = 12,
+        acoustic_codebook_size: int | None = None,
+        acoustic_levels: int | None = None,
+        acoustic_rate: float | None = None,
         coarse_levels: int = 4,
         pattern: str = "flatten",
-        window_frames: int = 150,
+        window_seconds: float = 3.0,
+        backbone: str = "x-transformers",
         dim: int = 1024,
         depth: int = 24,
         heads: int = 16,
@@ -462,14 +509,15 @@ class FineStage(TokenStage):
     ):
         super().__init__()
         self.save_hyperparameters()
-        if not 0 < coarse_levels < codec_levels:
-            raise ValueError(f"need 0 < coarse_levels ({coarse_levels}) < codec_levels ({codec_levels})")
+        require(self.hparams, ("acoustic_codebook_size", "acoustic_levels", "acoustic_rate"), "FineStage")
+        if not 0 < coarse_levels < acoustic_levels:
+            raise ValueError(f"need 0 < coarse_levels ({coarse_levels}) < acoustic_levels ({acoustic_levels})")
         self.level_base = coarse_levels
         streams = {
-            "coarse": (coarse_levels, codec_codebook_size),
-            "fine": (codec_levels - coarse_levels, codec_codebook_size),
+            "coarse": (coarse_levels, acoustic_codebook_size),
+            "fine": (acoustic_levels - coarse_levels, acoustic_codebook_size),
         }
-        self._setup(streams, make_pattern(pattern, codec_levels - coarse_levels), codec_codebook_size)
+        self._setup(streams, make_pattern(pattern, acoustic_levels - coarse_levels), acoustic_codebook_size)
 
     def coarse_ids(self, coarse: Tensor) -> Tensor:
         """Coarse codes `[B, Qc, T]` -> time-major prefix ids `[B, T * Qc]` (AudioLM's flattening)."""
@@ -486,7 +534,7 @@ class FineStage(TokenStage):
         return batch.get("acoustic_mask")
 
     def crop(self, batch: dict[str, Any]) -> dict[str, Any]:
-        frames, w = batch["acoustic"].shape[-1], self.hparams.window_frames
+        frames, w = batch["acoustic"].shape[-1], self.window_frames
         if frames <= w:
             return batch
         start = int(torch.randint(0, frames - w + 1, ())) if self.training else 0
@@ -504,11 +552,11 @@ class FineStage(TokenStage):
         use_cache: bool = True,
     ) -> Tensor:
         """Coarse codes `[B, Qc, T]` -> all codes `[B, Q, T]` (coarse levels unchanged), in windows of
-        `window_frames` conditioned on that window's coarse codes and prompted with the last `context` fine
+        `window_seconds` conditioned on that window's coarse codes and prompted with the last `context` fine
         frames (default a third of a window)."""
         kw = self.sampling_kwargs(temperature, top_k, top_p, None, seed, use_cache)
         coarse = coarse.to(self.device).long()
-        window = self.hparams.window_frames
+        window = self.window_frames
         context = window // 3 if context is None else context
 
         def gen(start: int, frames: int, prev: Tensor | None) -> Tensor:

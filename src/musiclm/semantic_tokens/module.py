@@ -12,9 +12,8 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 
-from musiclm.artifacts import file_id
+from musiclm.artifacts import build_from_handoff, file_id
 from musiclm.distributed import world_size
 from musiclm.semantic_tokens.extractors import FeatureExtractor, HFFeatures, LogMelFeatures, MuLanFeatures, to_rate
 from musiclm.semantic_tokens.kmeans import assign, kmeans_pp, lloyd, minibatch_stats, perplexity
@@ -36,17 +35,9 @@ def compute_source_id(extractor: str, source: str | None) -> str:
 
 def build_extractor(extractor: str, source: str | None, layer: int, sample_rate: int) -> FeatureExtractor:
     if extractor == "mulan":
-        from musiclm.mulan.module import MuLanModule
-
         if source is None or not Path(source).is_file():
             raise FileNotFoundError(f"MuLan checkpoint {source} not found: build it with `make train-mulan`")
-        # Under LightningCLI the outer module's hyperparameters sit in a context variable that save_hyperparameters
-        # reads; without clearing it the nested MuLan would take the tokenizer's hparams as its own.
-        token = _given_hyperparameters.set(None)
-        try:
-            mulan = MuLanModule.load_from_checkpoint(source, map_location="cpu", weights_only=True)
-        finally:
-            _given_hyperparameters.reset(token)
+        mulan = build_from_handoff(torch.load(source, map_location="cpu", weights_only=True), "mulan")
         return MuLanFeatures(mulan, layer)
     if extractor == "hf":
         if source is None:
@@ -96,24 +87,33 @@ class SemanticTokenizer(L.LightningModule):
     def extractor(self) -> FeatureExtractor:
         return self._extractor[0].to(self.device)
 
+    # ---------------------------------------------------------------- the SemanticTokenizer role (musiclm.contracts)
     @property
-    def num_clusters(self) -> int:
-        return int(self.hparams.num_clusters)
+    def sample_rate(self) -> int:
+        return int(self.hparams.sample_rate)
 
     @property
-    def token_rate(self) -> float:
+    def frame_rate(self) -> float:
         return float(self.hparams.token_rate)
+
+    @property
+    def num_levels(self) -> int:
+        return 1
+
+    @property
+    def codebook_size(self) -> int:
+        return int(self.hparams.num_clusters)
 
     @torch.no_grad()
     def features(self, wave: torch.Tensor) -> torch.Tensor:
-        """wave [B, T] -> frames [B, round(seconds * token_rate), D]."""
+        """wave [B, T] -> frames [B, round(seconds * frame_rate), D]."""
         wave = wave[None] if wave.ndim == 1 else wave
         feats = self.extractor(wave.to(self.device)).float()
-        return to_rate(feats, wave.shape[-1], self.hparams.sample_rate, self.token_rate)
+        return to_rate(feats, wave.shape[-1], self.hparams.sample_rate, self.frame_rate)
 
     @torch.no_grad()
     def tokenize(self, wave: torch.Tensor) -> torch.Tensor:
-        """wave [B, T] at `sample_rate` -> token ids [B, T_sem] at `token_rate`."""
+        """wave [B, T] at `sample_rate` -> token ids [B, T_sem] at `frame_rate`."""
         if not bool(self.initialized):
             raise RuntimeError("semantic tokenizer was never fitted: run `make fit-semantic`")
         f = self.features(wave)
@@ -138,12 +138,12 @@ class SemanticTokenizer(L.LightningModule):
         if not bool(self.initialized):
             self._init_buf.append(x.cpu())
             pool = torch.cat(self._init_buf)
-            enough = len(pool) >= max(self.hparams.init_frames, self.num_clusters)
+            enough = len(pool) >= max(self.hparams.init_frames, self.codebook_size)
             if world_size() > 1:
                 pool = self.all_gather(pool.to(self.device)).reshape(-1, pool.shape[-1]).cpu()
             if enough:
                 g = torch.Generator().manual_seed(self.hparams.seed)  # same seeds on every rank -> same centres
-                init = lloyd(pool, kmeans_pp(pool, self.num_clusters, g), self.hparams.lloyd_iters)
+                init = lloyd(pool, kmeans_pp(pool, self.codebook_size, g), self.hparams.lloyd_iters)
                 c.data.copy_(init.to(c.device))
                 self.initialized.fill_(True)
                 self._init_buf = []
@@ -163,7 +163,7 @@ class SemanticTokenizer(L.LightningModule):
 
     # ---------------------------------------------------------------- validation
     def on_validation_epoch_start(self) -> None:
-        self._val_counts = torch.zeros(self.num_clusters, device=self.device)
+        self._val_counts = torch.zeros(self.codebook_size, device=self.device)
         self._val_inertia = []
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -171,7 +171,7 @@ class SemanticTokenizer(L.LightningModule):
             return
         f = self.features(batch["audio"])
         ids, dist = assign(f.reshape(-1, f.shape[-1]), self.centroids.detach())
-        self._val_counts += torch.bincount(ids, minlength=self.num_clusters).float()
+        self._val_counts += torch.bincount(ids, minlength=self.codebook_size).float()
         self._val_inertia.append(dist.mean())
 
     def on_validation_epoch_end(self) -> None:
