@@ -40,9 +40,17 @@ def tone_sample(index: int, split: str, seconds: float, sample_rate: int) -> lis
     return [{"__key__": f"{split}-{index:05d}", "flac": encode_audio(x, sample_rate), "json": meta}]
 
 
-def make_tone_shards(root: Path, counts: dict[str, int], seconds: float = 1.0, sample_rate: int = 16_000, per_shard: int = 4) -> Path:
+def make_tone_shards(
+    root: Path, counts: dict[str, int], seconds: float = 1.0, sample_rate: int = 16_000, per_shard: int = 4
+) -> Path:
     for split, n in counts.items():
-        write_split_shards(root, split, list(range(n)), partial(tone_sample, split=split, seconds=seconds, sample_rate=sample_rate), per_shard)
+        write_split_shards(
+            root,
+            split,
+            list(range(n)),
+            partial(tone_sample, split=split, seconds=seconds, sample_rate=sample_rate),
+            per_shard,
+        )
     return root
 
 

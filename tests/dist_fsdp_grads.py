@@ -24,15 +24,15 @@ def build(stage: str, activation_checkpointing: bool):
         from musiclm.mulan.module import MuLanModule
 
         return MuLanModule(
-            sample_rate=16_000, window_seconds=1.0, n_mels=32, hop_length=320, patch_freq=16, patch_time=2, audio_dim=32,
-            audio_depth=2, audio_heads=2, text_tower="scratch", text_dim=32, text_depth=1, text_heads=2, num_quantizers=2,
-            codebook_size=8, dropout=0.0, activation_checkpointing=activation_checkpointing,
+            sample_rate=16_000, window_seconds=1.0, n_mels=32, hop_length=320, patch_freq=16, patch_time=2,
+            audio_dim=32, audio_depth=2, audio_heads=2, text_tower="scratch", text_dim=32, text_depth=1, text_heads=2,
+            num_quantizers=2, codebook_size=8, dropout=0.0, activation_checkpointing=activation_checkpointing,
         )  # fmt: skip
     from musiclm.lm.module import SemanticStage
 
     return SemanticStage(
-        mulan_levels=2, mulan_codebook_size=8, semantic_codebook_size=16, semantic_rate=25.0, window_seconds=2.0, dim=32, depth=2, heads=2,
-        dropout=0.0, cond_dropout=0.0, activation_checkpointing=activation_checkpointing,
+        mulan_levels=2, mulan_codebook_size=8, semantic_codebook_size=16, semantic_rate=25.0, window_seconds=2.0,
+        dim=32, depth=2, heads=2, dropout=0.0, cond_dropout=0.0, activation_checkpointing=activation_checkpointing,
     )  # fmt: skip
 
 
@@ -75,13 +75,18 @@ def worker(rank: int, world_size: int, port: int, out_dir: str, cases: list[tupl
     try:
         for stage, activation_checkpointing in cases:
             module = build(stage, activation_checkpointing)
-            module._device_mesh = init_device_mesh("cpu", (world_size, 1), mesh_dim_names=("data_parallel", "tensor_parallel"))
+            module._device_mesh = init_device_mesh(
+                "cpu", (world_size, 1), mesh_dim_names=("data_parallel", "tensor_parallel")
+            )
             module.configure_model()
             module.configure_model()  # idempotent: a second call (Lightning re-runs it per fit) wraps nothing twice
             sharded = all(isinstance(p, DTensor) for p in module.parameters())
             loss, grads = step(module, stage, half(global_batch(stage), rank, world_size))
             dist.all_reduce(loss)
             if rank == 0:
-                torch.save({"loss": loss / world_size, "grads": grads, "all_sharded": sharded}, os.path.join(out_dir, f"{stage}.pt"))
+                torch.save(
+                    {"loss": loss / world_size, "grads": grads, "all_sharded": sharded},
+                    os.path.join(out_dir, f"{stage}.pt"),
+                )
     finally:
         dist.destroy_process_group()

@@ -47,6 +47,9 @@ def worker(rank: int, world_size: int, port: int, out_dir: str, kind: str) -> No
         for g in grads.values():
             dist.all_reduce(g)  # DDP averages gradients over processes
         if rank == 0:
-            torch.save({"loss": loss / world_size, "grads": {k: g / world_size for k, g in grads.items()}}, os.path.join(out_dir, f"{kind}.pt"))
+            torch.save(
+                {"loss": loss / world_size, "grads": {k: g / world_size for k, g in grads.items()}},
+                os.path.join(out_dir, f"{kind}.pt"),
+            )
     finally:
         dist.destroy_process_group()

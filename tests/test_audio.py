@@ -76,7 +76,9 @@ def test_errors_are_typed(tmp_path):
     assert len(load_audio(short, 16_000)) == 16
     with pytest.raises(TooShortError):
         load_audio(short, 16_000, min_seconds=0.5)
-    assert all(issubclass(e, audio.AudioError) for e in (DecodeError, EmptyAudioError, NonFiniteAudioError, TooShortError))
+    assert all(
+        issubclass(e, audio.AudioError) for e in (DecodeError, EmptyAudioError, NonFiniteAudioError, TooShortError)
+    )
 
 
 def test_silence_detection():

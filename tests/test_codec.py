@@ -1,4 +1,5 @@
-"""Codec: shapes and frame rate, every bitrate, streaming = full signal, a tiny fit, G/D steps, checkpoints, DDP sync."""
+"""Codec: shapes and frame rate, every bitrate, streaming = full signal, a tiny fit, G/D steps, checkpoints,
+DDP sync."""
 
 from __future__ import annotations
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import tomllib
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+import tomllib
 import torch
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
@@ -81,9 +81,15 @@ def test_codebook_internals():
         # unsynced defaults are exactly the functions set_codebook_sync swaps back in
         require(cb.sample_fn is batched_sample_vectors and cb.replace_sample_fn is batched_sample_vectors, dist,
                 "unsynced codebooks sample with batched_sample_vectors")  # fmt: skip
-        require(cb.all_reduce_fn is noop and cb.kmeans_all_reduce_fn is noop, dist, "unsynced codebooks reduce with noop")
-        require(isinstance(cb.initted, torch.Tensor) and not bool(cb.initted), dist, "codebook.initted is a bool buffer")
-    require("_codebook.use_ddp" in inspect.getsource(type(rvq.layers[0])), dist, "VectorQuantize reads _codebook.use_ddp")
+        require(
+            cb.all_reduce_fn is noop and cb.kmeans_all_reduce_fn is noop, dist, "unsynced codebooks reduce with noop"
+        )
+        require(
+            isinstance(cb.initted, torch.Tensor) and not bool(cb.initted), dist, "codebook.initted is a bool buffer"
+        )
+    require(
+        "_codebook.use_ddp" in inspect.getsource(type(rvq.layers[0])), dist, "VectorQuantize reads _codebook.use_ddp"
+    )
     set_codebook_sync(rvq, True)
     assert codebook_synced(rvq)
     set_codebook_sync(rvq, False)
@@ -113,15 +119,29 @@ def test_lightning_internals():
         require(fn is not None and params(fn) == args, dist, f"ModelCheckpoint.{name}({', '.join(args)})")
     ddp = DDPStrategy()
     require(isinstance(getattr(ddp, "_ddp_kwargs", None), dict), dist, "DDPStrategy._ddp_kwargs is a dict")
-    require("_ddp_kwargs" in inspect.getsource(DDPStrategy), dist, "DDPStrategy passes _ddp_kwargs to DistributedDataParallel")
+    require(
+        "_ddp_kwargs" in inspect.getsource(DDPStrategy),
+        dist,
+        "DDPStrategy passes _ddp_kwargs to DistributedDataParallel",
+    )
     assert ddp_kwargs(ddp) is ddp._ddp_kwargs
     mp = ModelParallelStrategy()
     names = ("_data_parallel_size", "_tensor_parallel_size", "_save_distributed_checkpoint")
     require(all(hasattr(mp, n) for n in names), dist, f"ModelParallelStrategy.{{{', '.join(names)}}}")
     source = inspect.getsource(ModelParallelStrategy)
-    require(all(n in source for n in names), dist, "ModelParallelStrategy builds its mesh and saves from those attributes")
+    require(
+        all(n in source for n in names), dist, "ModelParallelStrategy builds its mesh and saves from those attributes"
+    )
     assert model_parallel_sizes(mp) == ("auto", "auto") and saves_distributed_checkpoint(mp) is True
     require(hasattr(L.LightningModule(), "_trainer"), dist, "LightningModule._trainer")
+    from lightning.pytorch.cli import LightningCLI
+
+    fn = getattr(LightningCLI, "_instantiate_trainer", None)
+    require(
+        fn is not None and params(fn) == ["config", "callbacks"],
+        dist,
+        "LightningCLI._instantiate_trainer(config, callbacks)",
+    )
     assert attached_trainer(L.LightningModule()) is None
 
 

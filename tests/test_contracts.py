@@ -114,7 +114,9 @@ def test_condition_encoder(factory, tmp_path):
     assert a.shape == t.shape and a.shape[0] == 2
     torch.testing.assert_close(a.norm(dim=-1), torch.ones(2))
     loaded = round_trip(enc, tmp_path)
-    assert torch.equal(loaded.tokenize(x), tokens) and torch.equal(loaded.tokens_from_text(texts), enc.tokens_from_text(texts))
+    assert torch.equal(loaded.tokenize(x), tokens) and torch.equal(
+        loaded.tokens_from_text(texts), enc.tokens_from_text(texts)
+    )
 
 
 @pytest.mark.parametrize("factory", SEMANTIC, ids=lambda f: f.__name__)

@@ -35,7 +35,9 @@ def test_val_exactly_once_across_ranks_and_fewer_shards_than_workers(tmp_path):
     module = dm(root, clip_seconds=0.3)
     seen = Counter()
     for rank in range(2):
-        loader = torch.utils.data.DataLoader(module.dataset("val", rank, 2), batch_size=2, num_workers=2, collate_fn=module.loader("val").collate_fn)
+        loader = torch.utils.data.DataLoader(
+            module.dataset("val", rank, 2), batch_size=2, num_workers=2, collate_fn=module.loader("val").collate_fn
+        )
         seen.update(keys_of(loader))
     assert seen == Counter({f"val-{i:05d}": 1 for i in range(5)})
 
@@ -99,8 +101,13 @@ def test_from_hparams_drops_cli_bookkeeping_and_applies_overrides(tone_shards):
     """A hand-off's stored `datamodule_hyper_parameters` rebuild the module; LightningCLI's extra keys are dropped."""
     stored = {**dict(dm(tone_shards).hparams), "_instantiator": "lightning.pytorch.cli.instantiate_module"}
     rebuilt = AudioTextDataModule.from_hparams(stored, batch_size=2)
-    assert isinstance(rebuilt, ShardDataModule) and dict(rebuilt.hparams) == {**dict(dm(tone_shards).hparams), "batch_size": 2}
-    stored = {"data_dir": "nowhere", "crop_seconds": 2.0, "semantic_rate": 25.0, "acoustic_rate": 50.0, "_class_path": "x"}
+    assert isinstance(rebuilt, ShardDataModule) and dict(rebuilt.hparams) == {
+        **dict(dm(tone_shards).hparams),
+        "batch_size": 2,
+    }
+    stored = {
+        "data_dir": "nowhere", "crop_seconds": 2.0, "semantic_rate": 25.0, "acoustic_rate": 50.0, "_class_path": "x"
+    }
     tokens = TokenDataModule.from_hparams(stored)
     assert tokens.hparams.crop_seconds == 2.0 and tokens.collate_fn is not rebuilt.collate_fn
     with pytest.raises(FileNotFoundError, match="make tokenize"):

@@ -9,7 +9,6 @@ so a failure or a kill takes every rank down."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import socket
@@ -58,8 +57,20 @@ def data(tmp_path_factory) -> dict[str, Path]:
     audio = make_tone_shards(root / "shards", {"train": 16, "val": 4}, seconds=1.0, sample_rate=16_000)
     for split, n, seed in [("train", 32, 0), ("val", 8, 1)]:
         samples = toy_tokens(n, seed)
-        make = lambda i: [token_sample(f"{split}-{i}", dict(zip(("mulan", "semantic", "acoustic"), samples[i])), {"caption": "toy"})]  # noqa: B023
-        write_split_shards(root / "tokens", split, list(range(n)), make, items_per_shard=16, extra_manifest={"vocab": TINY_VOCAB})
+        write_split_shards(
+            root / "tokens",
+            split,
+            list(range(n)),
+            lambda i: [
+                token_sample(
+                    f"{split}-{i}",  # noqa: B023
+                    dict(zip(("mulan", "semantic", "acoustic"), samples[i], strict=True)),  # noqa: B023
+                    {"caption": "toy"},
+                )
+            ],
+            items_per_shard=16,
+            extra_manifest={"vocab": TINY_VOCAB},
+        )
     return {"audio": audio, "tokens": root / "tokens", "root": root}
 
 
@@ -72,15 +83,16 @@ def stage_args(stage: str, data: dict[str, Path]) -> list[str]:
 def launch(stage: str, run: Path, trainer: str, args: list[str], nprocs: int = 2) -> list[subprocess.Popen]:
     """Start `musiclm train` on `nprocs` CPU ranks at once (torchrun's environment), each in the same new session."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
-           "WORLD_SIZE": str(nprocs), "LOCAL_WORLD_SIZE": str(nprocs), "NODE_RANK": "0", "PYTHONUNBUFFERED": "1"}  # fmt: skip
-    cmd = [sys.executable, "-m", "musiclm.cli", "train", stage, "--run", str(run), "--profile", "tiny", "--trainer", trainer,
-           "--trainer.accelerator=cpu", f"--trainer.devices={nprocs}", *args]  # fmt: skip
+           "WORLD_SIZE": str(nprocs), "LOCAL_WORLD_SIZE": str(nprocs), "NODE_RANK": "0",
+           "PYTHONUNBUFFERED": "1"}  # fmt: skip
+    cmd = [sys.executable, "-m", "musiclm.cli", "train", stage, "--run", str(run), "--profile", "tiny",
+           "--trainer", trainer, "--trainer.accelerator=cpu", f"--trainer.devices={nprocs}", *args]  # fmt: skip
     procs, pgid = [], None
     for rank in range(nprocs):
         log = open(run.parent / f"{run.name}-{stage}-rank{rank}.log", "a")
         procs.append(subprocess.Popen(
-            cmd, env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-            process_group=pgid if pgid is not None else 0,
+            cmd, env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}, cwd=ROOT, stdout=log,
+            stderr=subprocess.STDOUT, process_group=pgid if pgid is not None else 0,
         ))  # fmt: skip
         pgid = procs[0].pid
         log.close()
@@ -186,7 +198,9 @@ def test_sharded_run_killed_then_rerun_continues(data, tmp_path):
     from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
     run, stage = tmp_path / "run", "semantic"
-    args = [*stage_args(stage, data), "--model.lr=1e-2", "--trainer.val_check_interval=10", "--trainer.limit_val_batches=1"]
+    args = [
+        *stage_args(stage, data), "--model.lr=1e-2", "--trainer.val_check_interval=10", "--trainer.limit_val_batches=1"
+    ]
     procs = launch(stage, run, "fsdp", [*args, "--trainer.max_steps=400"])
     last = run / stage / "checkpoints" / "last.ckpt"
     deadline = time.time() + 120
@@ -207,8 +221,15 @@ def test_sharded_run_killed_then_rerun_continues(data, tmp_path):
     ckpt = torch.load(artifacts.model_path(run, stage), map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == saved + 2
     assert logged_steps(run / stage) == [saved, saved + 1]  # the rerun trained only the two missing steps
-    initial, at_kill, final = lm_loss(ckpt["hyper_parameters"], None), lm_loss(ckpt["hyper_parameters"], saved_weights), lm_loss(ckpt["hyper_parameters"], ckpt["state_dict"])
-    print(f"checkpoint at step {saved} when killed, resumed to {saved + 2}; loss init {initial:.3f}, at kill {at_kill:.3f}, final {final:.3f}")
+    initial, at_kill, final = (
+        lm_loss(ckpt["hyper_parameters"], None),
+        lm_loss(ckpt["hyper_parameters"], saved_weights),
+        lm_loss(ckpt["hyper_parameters"], ckpt["state_dict"]),
+    )
+    print(
+        f"checkpoint at step {saved} when killed, resumed to {saved + 2}; "
+        f"loss init {initial:.3f}, at kill {at_kill:.3f}, final {final:.3f}"
+    )
     assert at_kill < initial - 0.1 and final < at_kill + 0.05, (initial, at_kill, final)
     assert artifacts.load_model(run, stage).generate(token_batch(1)["mulan"], 3, seed=0).shape == (1, 3)
 
@@ -226,11 +247,17 @@ def test_trainer_configs_build_their_strategies(data, tmp_path):
     from musiclm.train import build_cli
 
     def strategy(trainer: str, stage: str = "semantic", *extra: str):
-        cli = build_cli(stage, tmp_path / trainer, "tiny", trainer, [*stage_args(stage, data), "--trainer.accelerator=cpu", *extra])
+        cli = build_cli(
+            stage, tmp_path / trainer, "tiny", trainer, [*stage_args(stage, data), "--trainer.accelerator=cpu", *extra]
+        )
         return cli.trainer.strategy, cli.model
 
     fsdp, _ = strategy("fsdp")
-    assert isinstance(fsdp, FSDP2Strategy) and isinstance(fsdp, ModelParallelStrategy) and fsdp._save_distributed_checkpoint
+    assert (
+        isinstance(fsdp, FSDP2Strategy)
+        and isinstance(fsdp, ModelParallelStrategy)
+        and fsdp._save_distributed_checkpoint
+    )
     ddp, _ = strategy("ddp")
     assert isinstance(ddp, DDPStrategy) and ddp.find_unused_parameters is None  # decided per module at fit time
     blocks = set(transformer_block_types())
@@ -260,13 +287,15 @@ def test_bf16_mixed_training_step_is_finite(stage, data, tmp_path):
     from musiclm.artifacts import atomic_torch_save, handoff
     from musiclm.train import build_cli
 
-    args = [*stage_args(stage, data), "--trainer.precision=bf16-mixed", "--trainer.max_steps=1", "--trainer.logger=false"]
+    args = [
+        *stage_args(stage, data), "--trainer.precision=bf16-mixed", "--trainer.max_steps=1", "--trainer.logger=false"
+    ]
     if stage == "semantic_tokens":  # k-means needs a MuLan to read features from, and a step to initialise
         from musiclm.mulan.module import MuLanModule
 
-        mulan = MuLanModule(sample_rate=16_000, window_seconds=1.0, n_mels=32, hop_length=320, patch_freq=16, patch_time=2,
-                            audio_dim=32, audio_depth=2, audio_heads=2, text_tower="scratch", text_dim=32, text_depth=1,
-                            text_heads=2, num_quantizers=2, codebook_size=8)  # fmt: skip
+        mulan = MuLanModule(sample_rate=16_000, window_seconds=1.0, n_mels=32, hop_length=320, patch_freq=16,
+                            patch_time=2, audio_dim=32, audio_depth=2, audio_heads=2, text_tower="scratch",
+                            text_dim=32, text_depth=1, text_heads=2, num_quantizers=2, codebook_size=8)  # fmt: skip
         atomic_torch_save(handoff(mulan), tmp_path / "mulan.ckpt")
         args += [f"--model.source={tmp_path / 'mulan.ckpt'}", "--trainer.max_steps=4"]
     if stage == "codec":  # past gan_start_step, so the discriminators' step runs under autocast too
@@ -278,7 +307,9 @@ def test_bf16_mixed_training_step_is_finite(stage, data, tmp_path):
         modules += list(cli.model.extractor.modules())
     for m in modules:
         if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)):
-            m.register_forward_hook(lambda _m, _i, out: dtypes.add(out.dtype) if isinstance(out, torch.Tensor) else None)
+            m.register_forward_hook(
+                lambda _m, _i, out: dtypes.add(out.dtype) if isinstance(out, torch.Tensor) else None
+            )
     cli.trainer.fit(cli.model, cli.datamodule)
     loss = cli.trainer.callback_metrics[LOSS[stage]]
     print(f"{stage} bf16-mixed step {cli.trainer.global_step}: {LOSS[stage]} = {loss.item():.4f}")
@@ -303,7 +334,10 @@ def test_export_safetensors_round_trip(stage, tmp_path, capsys):
     run = tmp_path / "run"
     module = build(stage, False)
     extra = {"mulan_quantizer": {"relative_error": 0.5}} if stage == "mulan" else {}
-    atomic_torch_save(handoff(module, {"data_dir": "data/x", "batch_size": 4}, global_step=7, **extra), artifacts.model_path(run, stage))
+    atomic_torch_save(
+        handoff(module, {"data_dir": "data/x", "batch_size": 4}, global_step=7, **extra),
+        artifacts.model_path(run, stage),
+    )
     main(["export-safetensors", "--run", str(run), "--stage", stage])
     path = artifacts.safetensors_path(run, stage)
     assert f"wrote {path}" in capsys.readouterr().out

@@ -53,5 +53,9 @@ def test_model_code_does_not_import_data_modules():
     """A stage's LightningModule and network files; its jobs (fitting the quantizer, eval, benchmarks) may."""
     for name, deps in import_graph().items():
         package, _, leaf = name.removeprefix("musiclm.").partition(".")
-        if package in ("mulan", "codec", "lm", "semantic_tokens") and leaf not in ("fit_quantizer", "evaluate", "bench"):
+        if package in ("mulan", "codec", "lm", "semantic_tokens") and leaf not in (
+            "fit_quantizer",
+            "evaluate",
+            "bench",
+        ):
             assert "musiclm.data.datamodules" not in deps, name

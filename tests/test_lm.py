@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from musiclm.lm.module import CoarseStage, FineStage, SemanticStage
-from musiclm.lm.patterns import EMPTY, DelayPattern, FlattenPattern, Vocab, make_pattern
 from musiclm import artifacts
 from musiclm.data.shards import write_split_shards
 from musiclm.data.tokens import token_sample
+from musiclm.lm.module import CoarseStage, FineStage, SemanticStage
+from musiclm.lm.patterns import EMPTY, DelayPattern, FlattenPattern, Vocab, make_pattern
 from musiclm.train import export_model, train
 
 QM, CM, KS, Q, C, TS = 4, 8, 16, 4, 16, 8  # MuLan levels/codes, semantic clusters, codec levels/codes, semantic frames
@@ -41,15 +41,18 @@ def toy_tokens(n: int, seed: int) -> list[dict]:
 
 
 def loaders(batch_size: int = 16) -> tuple[DataLoader, DataLoader]:
-    return DataLoader(toy_tokens(256, 0), batch_size=batch_size, shuffle=True), DataLoader(toy_tokens(32, 1), batch_size=32)
+    return (
+        DataLoader(toy_tokens(256, 0), batch_size=batch_size, shuffle=True),
+        DataLoader(toy_tokens(32, 1), batch_size=32),
+    )
 
 
 def fit(module: L.LightningModule, steps: int) -> tuple[float, float, L.Trainer]:
     """(val loss before, val loss after, trainer) of a short fit."""
     train, val = loaders()
     trainer = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=1, val_check_interval=steps,
-                        check_val_every_n_epoch=None)
+                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=1,
+                        val_check_interval=steps, check_val_every_n_epoch=None)
     before = trainer.validate(module, val, verbose=False)[0]["val/loss"]
     trainer.fit(module, train, val)
     after = trainer.callback_metrics["val/loss"].item()
@@ -61,8 +64,14 @@ def write_toy_token_shards(root, vocab: dict | None = None) -> None:
     vocab = TOY_VOCAB if vocab is None else vocab
     for split, n, seed in [("train", 64, 0), ("val", 16, 1)]:
         samples = toy_tokens(n, seed)
-        make = lambda i: [token_sample(f"{split}-{i}", samples[i], {"caption": "toy"})]  # noqa: B023
-        write_split_shards(root, split, list(range(n)), make, items_per_shard=32, extra_manifest={"vocab": vocab})
+        write_split_shards(
+            root,
+            split,
+            list(range(n)),
+            lambda i: [token_sample(f"{split}-{i}", samples[i], {"caption": "toy"})],  # noqa: B023
+            items_per_shard=32,
+            extra_manifest={"vocab": vocab},
+        )
 
 
 # -- layout -----------------------------------------------------------------------------------------------------
@@ -109,7 +118,9 @@ def test_semantic_fit_loss_falls_and_checkpoint_loads_without_config(tmp_path):
     module = SemanticStage(**SEMANTIC, window_seconds=TS / SR, **SMALL)
     before, after, trainer = fit(module, 60)
     assert after < 0.6 * before, (before, after)
-    assert {"val/ppl", "val/acc", "val/acc/level_0", "val/loss/level_0", "val/ppl/level_0"} <= set(trainer.callback_metrics)
+    assert {"val/ppl", "val/acc", "val/acc/level_0", "val/loss/level_0", "val/ppl/level_0"} <= set(
+        trainer.callback_metrics
+    )
     path = export_model(trainer, module, tmp_path / "model.ckpt")
     loaded = SemanticStage.load_from_checkpoint(path).eval()
     mulan = torch.stack([b["mulan"] for b in toy_tokens(3, 2)])
@@ -188,7 +199,8 @@ def test_musiclm_train_on_token_shards(stage, cls, tmp_path):
     write_toy_token_shards(tmp_path / "tokens")
     run = str(tmp_path / "run")
     args = [f"--data.data_dir={tmp_path / 'tokens'}", "--data.crop_seconds=null", "--data.batch_size=8",
-            "--model.dim=32", "--model.depth=1", "--model.heads=2", "--trainer.max_steps=4", "--trainer.val_check_interval=4"]
+            "--model.dim=32", "--model.depth=1", "--model.heads=2", "--trainer.max_steps=4",
+            "--trainer.val_check_interval=4"]
     train(stage, run, "demo", "cpu", args)
     module = artifacts.load_model(run, stage)
     assert isinstance(module, cls) and module.hparams.dim == 32

@@ -178,7 +178,7 @@ def test_codec_loss_and_metric_share_one_mel_distance_with_unchanged_numbers():
     from musiclm.metrics.codec import N_MELS, WINDOWS, MelDistance
 
     def banks(windows, n_mels):
-        return [LogMel(SR, w, w // 4, m, power=1.0, floor=1e-5) for w, m in zip(windows, n_mels)]
+        return [LogMel(SR, w, w // 4, m, power=1.0, floor=1e-5) for w, m in zip(windows, n_mels, strict=True)]
 
     g = torch.Generator().manual_seed(1)
     ref = torch.randn(3, SR // 2, generator=g) * 0.1

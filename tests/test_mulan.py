@@ -163,7 +163,9 @@ def test_quantizer_round_trip_and_unfitted_error(tmp_path):
 def test_tiny_fit_val_loss_falls_then_fit_quantizer_and_reload(tone_shards, tmp_path):
     warnings.filterwarnings("ignore", category=ResourceWarning)
     L.seed_everything(0)
-    dm = AudioTextDataModule(str(tone_shards), sample_rate=16_000, clip_seconds=1.0, batch_size=8, num_workers=0, caption_mode="caption")
+    dm = AudioTextDataModule(
+        str(tone_shards), sample_rate=16_000, clip_seconds=1.0, batch_size=8, num_workers=0, caption_mode="caption"
+    )
     model = tiny(lr=3e-3, warmup_steps=1)
     trainer = L.Trainer(
         max_steps=40,
@@ -180,7 +182,12 @@ def test_tiny_fit_val_loss_falls_then_fit_quantizer_and_reload(tone_shards, tmp_
     trainer.fit(model, dm)
     after = trainer.validate(model, dm, verbose=False)[0]
     assert after["val/loss"] < before["val/loss"] - 0.1
-    for key in ("val/t2a_recall@10", "val/a2t_map", "val/zero_shot/instrument_family_acc", "val/zero_shot/instrument_family_chance"):
+    for key in (
+        "val/t2a_recall@10",
+        "val/a2t_map",
+        "val/zero_shot/instrument_family_acc",
+        "val/zero_shot/instrument_family_chance",
+    ):
         assert key in after
     assert after["val/zero_shot/instrument_family_chance"] == pytest.approx(1 / 3)
 

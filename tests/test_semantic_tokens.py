@@ -55,13 +55,22 @@ def test_hf_extractor_on_a_tiny_model(tmp_path):
     assert ext.frame_rate == 800 and ext.dim == 32
     out = ext(torch.randn(2, 1600))
     assert out.shape[0] == 2 and abs(out.shape[1] - 80) <= 3 and out.shape[2] == 32  # valid convs lose edge frames
-    tok = SemanticTokenizer(sample_rate=16_000, extractor="hf", source=str(tmp_path / "tiny"), layer=2, token_rate=25.0, num_clusters=4)
+    tok = SemanticTokenizer(
+        sample_rate=16_000, extractor="hf", source=str(tmp_path / "tiny"), layer=2, token_rate=25.0, num_clusters=4
+    )
     assert tok.features(torch.randn(1, 16_000)).shape == (1, 25, 32)
 
 
 def fit_logmel(tone_shards, root, steps: int = 12) -> tuple[SemanticTokenizer, L.Trainer]:
     dm = AudioTextDataModule(str(tone_shards), 16_000, 1.0, batch_size=6, num_workers=0, caption_mode="caption")
-    tok = SemanticTokenizer(sample_rate=16_000, extractor="logmel", token_rate=25.0, num_clusters=6, init_frames=300, frames_per_step=500)
+    tok = SemanticTokenizer(
+        sample_rate=16_000,
+        extractor="logmel",
+        token_rate=25.0,
+        num_clusters=6,
+        init_frames=300,
+        frames_per_step=500,
+    )
     trainer = L.Trainer(
         max_steps=steps, accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=root,
         val_check_interval=steps, check_val_every_n_epoch=None, num_sanity_val_steps=0, limit_val_batches=2,

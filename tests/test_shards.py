@@ -13,7 +13,14 @@ import pytest
 import soundfile as sf
 
 from musiclm.data import ingest
-from musiclm.data.shards import check_audio_shards, iter_tar_samples, list_shards, read_manifest, split_for_key, write_split_shards
+from musiclm.data.shards import (
+    check_audio_shards,
+    iter_tar_samples,
+    list_shards,
+    read_manifest,
+    split_for_key,
+    write_split_shards,
+)
 from tests.conftest import tone_sample
 
 
@@ -103,10 +110,18 @@ def mixed_folder(tmp_path):
 def test_ingest_mixed_folder(tmp_path, mixed_folder):
     src, table = mixed_folder
     out = tmp_path / "shards"
-    manifests = ingest.ingest(src, out, table, sample_rate=16_000, clip_seconds=3.0, val_fraction=0.0, test_fraction=0.0)
+    manifests = ingest.ingest(
+        src, out, table, sample_rate=16_000, clip_seconds=3.0, val_fraction=0.0, test_fraction=0.0
+    )
     train = manifests["train"]
     assert train["num_samples"] == 3 + 1 + 1
-    assert train["skipped_by_reason"] == {"undecodable": 1, "silent": 1, "too_short": 1, "no_caption": 1, "non_finite": 1}
+    assert train["skipped_by_reason"] == {
+        "undecodable": 1,
+        "silent": 1,
+        "too_short": 1,
+        "no_caption": 1,
+        "non_finite": 1,
+    }
     assert read_manifest(out / "train")["num_samples"] == 5
     samples = {s["__key__"]: json.loads(s["json"]) for p in list_shards(out / "train") for s in iter_tar_samples(p)}
     metas = sorted(samples.values(), key=lambda m: (m["source"], m["offset_s"]))
@@ -125,7 +140,9 @@ def test_ingest_cli_exit_codes_and_musiccaps_rows(tmp_path):
     table.write_text("ytid,start_s,end_s,aspect_list,caption\nabc123,1,4,\"['calm']\",A calm tone.\n")
     out = tmp_path / "out"
     run = [sys.executable, "-m", "musiclm.cli", "data", "ingest"]
-    ok = subprocess.run(run + [str(src), str(out), "--captions", str(table), "--clip-seconds", "10"], capture_output=True, text=True)
+    ok = subprocess.run(
+        run + [str(src), str(out), "--captions", str(table), "--clip-seconds", "10"], capture_output=True, text=True
+    )
     assert ok.returncode == 0, ok.stderr
     assert "kept 1 clips" in ok.stdout
     meta = json.loads(next(iter_tar_samples(list_shards(out / "train")[0]))["json"])
@@ -135,5 +152,7 @@ def test_ingest_cli_exit_codes_and_musiccaps_rows(tmp_path):
     (empty / "junk.wav").write_bytes(b"RIFF")
     bad = subprocess.run(run + [str(empty), str(tmp_path / "o2")], capture_output=True, text=True)
     assert bad.returncode == 1 and "no usable audio" in bad.stderr
-    check = subprocess.run([sys.executable, "-m", "musiclm.cli", "data", "check", str(out)], capture_output=True, text=True)
+    check = subprocess.run(
+        [sys.executable, "-m", "musiclm.cli", "data", "check", str(out)], capture_output=True, text=True
+    )
     assert check.returncode == 0 and "train: 1 clips" in check.stdout

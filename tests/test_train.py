@@ -10,8 +10,9 @@ from musiclm.train import config_layers, train
 from tests.conftest import make_tone_shards
 
 TINY_MULAN = [
-    "--model.audio_dim=32", "--model.audio_depth=1", "--model.audio_heads=2", "--model.n_mels=32", "--model.patch_freq=16",
-    "--model.hop_length=320", "--model.text_tower=scratch", "--model.text_dim=32", "--model.text_depth=1",
+    "--model.audio_dim=32", "--model.audio_depth=1", "--model.audio_heads=2", "--model.n_mels=32",
+    "--model.patch_freq=16", "--model.hop_length=320", "--model.text_tower=scratch", "--model.text_dim=32",
+    "--model.text_depth=1",
     "--model.text_heads=2", "--model.num_quantizers=2", "--model.codebook_size=8", "--model.warmup_steps=1",
     "--data.sample_rate=16000", "--data.clip_seconds=1.0", "--data.batch_size=4", "--data.num_workers=0",
     "--trainer.val_check_interval=2", "--trainer.limit_val_batches=1", "--trainer.log_every_n_steps=1",

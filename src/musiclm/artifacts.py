@@ -122,13 +122,17 @@ def handoff(module, datamodule_hparams: dict | None = None, state_dict: dict | N
     hparams = {k: v for k, v in dict(module.hparams).items() if not k.startswith("_")}
     ckpt = {
         "class_path": class_path(type(module)),
-        "state_dict": state_dict if state_dict is not None else {k: v.detach().cpu() for k, v in module.state_dict().items()},
+        "state_dict": (
+            state_dict if state_dict is not None else {k: v.detach().cpu() for k, v in module.state_dict().items()}
+        ),
         "hyper_parameters": hparams,
         "pytorch-lightning_version": L.__version__,
         **extra,
     }
     if datamodule_hparams is not None:
-        ckpt["datamodule_hyper_parameters"] = {k: v for k, v in dict(datamodule_hparams).items() if not k.startswith("_")}
+        ckpt["datamodule_hyper_parameters"] = {
+            k: v for k, v in dict(datamodule_hparams).items() if not k.startswith("_")
+        }
     return ckpt
 
 
@@ -181,8 +185,9 @@ def safetensors_path(run: str | os.PathLike, stage: str) -> Path:
 
 
 def export_safetensors(run: str | os.PathLike, stage: str, out: str | os.PathLike | None = None) -> Path:
-    """A stage's `model.ckpt` hand-off as `.safetensors`: the state_dict tensors, and every other entry (hyper_parameters,
-    datamodule_hyper_parameters, global_step, ...) as JSON strings in the file's metadata, plus `stage` and `format`.
+    """A stage's `model.ckpt` hand-off as `.safetensors`: the state_dict tensors, and every other entry
+    (hyper_parameters, datamodule_hyper_parameters, global_step, ...) as JSON strings in the file's metadata, plus
+    `stage` and `format`.
     `load_safetensors` turns it back into the module with no config."""
     from safetensors.torch import save
 

@@ -165,7 +165,9 @@ def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float, f_ma
         return 700.0 * (10 ** (m / 2595.0) - 1.0)
 
     freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
-    mels = torch.linspace(hz_to_mel(torch.tensor(f_min)), hz_to_mel(torch.tensor(f_max)), n_mels + 2, dtype=torch.float64)
+    mels = torch.linspace(
+        hz_to_mel(torch.tensor(f_min)), hz_to_mel(torch.tensor(f_max)), n_mels + 2, dtype=torch.float64
+    )
     hz = mel_to_hz(mels)
     lower, center, upper = hz[:-2], hz[1:-1], hz[2:]
     up = (freqs[:, None] - lower) / (center - lower)
@@ -202,7 +204,9 @@ class LogMel(nn.Module):
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         shape = wave.shape
         x = wave.reshape(-1, shape[-1]).float()
-        spec = torch.stft(x, self.n_fft, self.hop_length, window=self.window.to(x.device), center=True, return_complex=True)
+        spec = torch.stft(
+            x, self.n_fft, self.hop_length, window=self.window.to(x.device), center=True, return_complex=True
+        )
         mag = spec.abs().pow(self.power)  # [B, F, frames]
         mel = torch.matmul(mag.transpose(1, 2), self.fb.to(x.device)).transpose(1, 2)
         out = torch.log(torch.clamp(mel, min=self.floor))

@@ -3,7 +3,8 @@ tests/test_compat.py, which names the pinned version) instead of somewhere deep 
 
 - vector-quantize-pytorch: codebook syncing is decided in the codebook's constructor from the process group of that
   moment, and k-means init runs once per codebook; the codec needs to switch both after construction.
-- Lightning: `LastCheckpoint` drives `ModelCheckpoint`'s private save steps; the strategies adjust private settings
+- Lightning: `LastCheckpoint` drives `ModelCheckpoint`'s private save steps; `TrainerHookCLI` wraps LightningCLI's
+  private trainer construction; the strategies adjust private settings
   (DDP keyword arguments, FSDP2 mesh sizes); a module's trainer is read without raising when it has none.
 - x-transformers: `LayerIntermediates` is importable only from its private module path.
 - torch: composable activation checkpointing has no public import path.
@@ -19,6 +20,7 @@ from typing import Any
 import lightning as L
 import torch.distributed as dist
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy
 from torch import nn
 from torch.distributed._composable import checkpoint as _composable_checkpoint
@@ -29,6 +31,7 @@ from x_transformers.x_transformers import LayerIntermediates
 __all__ = [
     "LastCheckpoint",
     "LayerIntermediates",
+    "TrainerHookCLI",
     "attached_trainer",
     "checkpoint_module",
     "codebook_synced",
@@ -88,6 +91,19 @@ class LastCheckpoint(ModelCheckpoint):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._save_last_now(trainer)
+
+
+class TrainerHookCLI(LightningCLI):
+    """LightningCLI with a public hook, `prepare_trainer(config, callbacks)`, that sees the parsed trainer config and
+    the callbacks together before the Trainer is built: LightningCLI itself only offers its private
+    `_instantiate_trainer` for that."""
+
+    def prepare_trainer(self, config: dict[str, Any], callbacks: list) -> None:
+        """Edit `config` (the trainer's arguments) and `callbacks` in place."""
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> L.Trainer:
+        self.prepare_trainer(config, callbacks)
+        return super()._instantiate_trainer(config, callbacks)
 
 
 def ddp_kwargs(strategy: DDPStrategy) -> dict[str, Any]:

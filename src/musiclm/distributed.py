@@ -16,7 +16,13 @@ import torch.distributed as dist
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, ModelParallelStrategy
 from torch import nn
 
-from musiclm.compat import checkpoint_module, ddp_kwargs, model_parallel_sizes, saves_distributed_checkpoint, set_data_parallel_size
+from musiclm.compat import (
+    checkpoint_module,
+    ddp_kwargs,
+    model_parallel_sizes,
+    saves_distributed_checkpoint,
+    set_data_parallel_size,
+)
 
 
 def world() -> tuple[int, int]:
@@ -70,12 +76,24 @@ def shard_blocks(
 
     if isinstance(module, FSDPModule):
         return module
-    mesh = device_mesh["data_parallel"] if device_mesh is not None and "data_parallel" in (device_mesh.mesh_dim_names or ()) else device_mesh
-    mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32) if param_dtype else MixedPrecisionPolicy()
+    mesh = (
+        device_mesh["data_parallel"]
+        if device_mesh is not None and "data_parallel" in (device_mesh.mesh_dim_names or ())
+        else device_mesh
+    )
+    mp = (
+        MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
+        if param_dtype
+        else MixedPrecisionPolicy()
+    )
     if activation_checkpointing:
         checkpoint_blocks(module, block_types)
     for block in module.modules():
-        if isinstance(block, block_types) and not isinstance(block, FSDPModule) and any(True for _ in block.parameters()):
+        if (
+            isinstance(block, block_types)
+            and not isinstance(block, FSDPModule)
+            and any(True for _ in block.parameters())
+        ):
             fully_shard(block, mesh=mesh, mp_policy=mp)
     if not isinstance(module, L.LightningModule):
         fully_shard(module, mesh=mesh, mp_policy=mp)
@@ -135,7 +153,9 @@ class StageDDPStrategy(DDPStrategy):
         process_group_backend: str | None = None,
     ) -> None:
         super().__init__(
-            process_group_backend=process_group_backend, static_graph=static_graph, gradient_as_bucket_view=gradient_as_bucket_view
+            process_group_backend=process_group_backend,
+            static_graph=static_graph,
+            gradient_as_bucket_view=gradient_as_bucket_view,
         )
         self.find_unused_parameters = find_unused_parameters
 

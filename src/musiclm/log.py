@@ -34,7 +34,9 @@ def figure_to_array(fig: Figure) -> np.ndarray:
     return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 
 
-def spectrogram_figure(mels: list[torch.Tensor] | torch.Tensor, titles: list[str] | None = None, frame_rate: float | None = None):
+def spectrogram_figure(
+    mels: list[torch.Tensor] | torch.Tensor, titles: list[str] | None = None, frame_rate: float | None = None
+):
     """Stacked log-mel panels ([n_mels, frames] each) with a shared colour scale."""
     mels = [m.detach().float().cpu() for m in (mels if isinstance(mels, (list, tuple)) else [mels])]
     vmin = min(float(m.min()) for m in mels)
@@ -69,7 +71,9 @@ def save_wave_spectrogram_png(path: str | Path, wave: torch.Tensor, sample_rate:
     return save_spectrogram_png(path, mel, title, frame_rate=100.0)
 
 
-def log_spectrograms(logger, tag: str, mels, step: int, titles: list[str] | None = None, frame_rate: float | None = None) -> None:
+def log_spectrograms(
+    logger, tag: str, mels, step: int, titles: list[str] | None = None, frame_rate: float | None = None
+) -> None:
     exp = _experiment(logger)
     if exp is not None:
         exp.add_image(tag, figure_to_array(spectrogram_figure(mels, titles, frame_rate)), step, dataformats="HWC")
@@ -99,4 +103,6 @@ def log_matrix(logger, tag: str, matrix: torch.Tensor, step: int, xlabel: str = 
 def log_skipped(module: L.LightningModule, batch: dict[str, Any]) -> None:
     """Log how many corrupt samples the loader dropped (summed over the epoch)."""
     if "skipped" in batch:
-        module.log("data/skipped", batch["skipped"].float(), on_step=False, on_epoch=True, reduce_fx="sum", batch_size=1)
+        module.log(
+            "data/skipped", batch["skipped"].float(), on_step=False, on_epoch=True, reduce_fx="sum", batch_size=1
+        )

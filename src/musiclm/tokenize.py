@@ -47,7 +47,9 @@ def models(run: str) -> dict[str, TokenProducer]:
 
 
 @torch.inference_mode()
-def tokenize_waves(m: dict[str, TokenProducer], waves: list[np.ndarray], sample_rate: int) -> list[dict[str, torch.Tensor]]:
+def tokenize_waves(
+    m: dict[str, TokenProducer], waves: list[np.ndarray], sample_rate: int
+) -> list[dict[str, torch.Tensor]]:
     """Equal-length clips at `sample_rate` -> `{stream: ids}` per clip (mulan [Qm], semantic [Ts], acoustic [Q, Ta]).
     Each producer gets the audio at its own rate; a timed stream keeps round(seconds * frame_rate) frames."""
     batch = torch.from_numpy(np.stack(waves))
@@ -85,7 +87,7 @@ def tokenize_shard(job: TokenJob, run: str, batch_size: int, threads: int) -> li
         for i in range(0, len(group), batch_size):
             chunk = group[i : i + batch_size]
             sr = chunk[0][2]["sample_rate"]
-            for (s, _, meta), tokens in zip(chunk, tokenize_waves(m, [w for _, w, _ in chunk], sr)):
+            for (s, _, meta), tokens in zip(chunk, tokenize_waves(m, [w for _, w, _ in chunk], sr), strict=True):
                 out.append(token_sample(s["__key__"], tokens, {**meta, "checkpoint_ids": ids}))
     out.sort(key=lambda d: d["__key__"])
     return out
@@ -106,7 +108,9 @@ def tokenize(run: str, dataset_dir: Path, out_dir: Path, splits=SPLITS, workers:
         make = functools.partial(tokenize_shard, run=str(run), batch_size=batch_size, threads=threads)
         manifests[split] = write_split_shards(
             out_dir, split, jobs, make, items_per_shard=1, workers=workers,
-            extra_manifest={"checkpoint_ids": ids, "audio_dir": str(dataset_dir / split), "run": str(run), "vocab": sizes},
+            extra_manifest={
+                "checkpoint_ids": ids, "audio_dir": str(dataset_dir / split), "run": str(run), "vocab": sizes,
+            },
         )  # fmt: skip
     return manifests
 
@@ -142,7 +146,9 @@ def untrained_producers(profile: str, tmp: str | Path) -> dict[str, TokenProduce
     m["mulan"].quantizer_fitted.fill_(True)
     source = Path(tmp) / "mulan.ckpt"
     torch.save(handoff(m["mulan"]), source)
-    sem = build_cli("semantic_tokens", tmp, profile, "cpu", ["--trainer.logger=false", f"--model.source={source}"]).model
+    sem = build_cli(
+        "semantic_tokens", tmp, profile, "cpu", ["--trainer.logger=false", f"--model.source={source}"]
+    ).model
     sem.initialized.fill_(True)
     sem.centroids.data.normal_()
     m["semantic_tokens"] = sem.eval()
@@ -161,7 +167,10 @@ def bench(clips: int = 16, seconds: float = 8.0) -> dict:
     on training)."""
     with tempfile.TemporaryDirectory() as tmp:
         m = untrained_producers("demo", tmp)
-        waves = [np.random.default_rng(i).standard_normal(int(seconds * 24_000)).astype(np.float32) * 0.1 for i in range(clips)]
+        waves = [
+            np.random.default_rng(i).standard_normal(int(seconds * 24_000)).astype(np.float32) * 0.1
+            for i in range(clips)
+        ]
         tokenize_waves(m, waves[:2], 24_000)  # warm-up
         t0 = time.perf_counter()
         for i in range(0, clips, 8):

@@ -14,23 +14,23 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import ModelParallelStrategy
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
-import torch
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-from lightning.pytorch.cli import LightningCLI
 
 from musiclm.artifacts import atomic_torch_save, atomic_write_bytes, file_id, handoff, model_path, stage_dir
-from musiclm.compat import LastCheckpoint
+from musiclm.compat import LastCheckpoint, TrainerHookCLI
 from musiclm.config import CONFIG_ROOT, config_layers
 from musiclm.distributed import is_sharded, recover_checkpoint
 from musiclm.stages import STAGES
 
 
-class StageCLI(LightningCLI):
+class StageCLI(TrainerHookCLI):
     """LightningCLI in subclass mode: the stage config's `model: class_path:` names the implementation (the registry
     only gives the default), `--model=package.Class` swaps it. It adds the run's TensorBoard logger and
     `checkpoints/last.ckpt` unless the config brings its own, and sizes token stages from their token manifest."""
@@ -39,7 +39,7 @@ class StageCLI(LightningCLI):
         self.links = links
         super().__init__(*args, **kwargs)
 
-    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> L.Trainer:
+    def prepare_trainer(self, config: dict[str, Any], callbacks: list) -> None:
         out = Path(config["default_root_dir"])
         if config.get("logger") in (None, True):
             config["logger"] = TensorBoardLogger(save_dir=str(out), name="tb", version="")
@@ -48,7 +48,6 @@ class StageCLI(LightningCLI):
             callbacks.append(LastCheckpoint(out / "checkpoints"))
         if config["logger"] and not any(isinstance(c, LearningRateMonitor) for c in given):
             callbacks.append(LearningRateMonitor())
-        return super()._instantiate_trainer(config, callbacks)
 
     def add_arguments_to_parser(self, parser) -> None:
         # Values a module shares with its data module (e.g. sample_rate) are set once, in the data section.
@@ -87,7 +86,9 @@ def fill_from_vocab(args: Any, vocab: dict[str, Any], section: str) -> None:
         )
 
 
-def build_cli(stage: str, run: str, profile: str, trainer: str, extra: list[str], config_root: Path | None = None) -> StageCLI:
+def build_cli(
+    stage: str, run: str, profile: str, trainer: str, extra: list[str], config_root: Path | None = None
+) -> StageCLI:
     spec = STAGES[stage]
     out = stage_dir(run, stage)
     out.mkdir(parents=True, exist_ok=True)
@@ -123,7 +124,9 @@ def export_model(trainer: L.Trainer, module: L.LightningModule, path: Path) -> P
     state = full_state_dict(module)
     if trainer.is_global_zero:
         dm = trainer.datamodule.hparams if trainer.datamodule is not None else None
-        atomic_torch_save(handoff(module, dm, state, global_step=trainer.global_step, epoch=trainer.current_epoch), path)
+        atomic_torch_save(
+            handoff(module, dm, state, global_step=trainer.global_step, epoch=trainer.current_epoch), path
+        )
     trainer.strategy.barrier()
     return path
 

@@ -25,7 +25,9 @@ class STFTDiscriminator(nn.Module):
         convs = [weight_norm(nn.Conv2d(2, channels, (3, 9), padding=(1, 4)))]
         for i in range(depth):
             d = 2**i
-            convs.append(weight_norm(nn.Conv2d(channels, channels, (3, 9), stride=(1, 2), dilation=(d, 1), padding=(d, 4))))
+            convs.append(
+                weight_norm(nn.Conv2d(channels, channels, (3, 9), stride=(1, 2), dilation=(d, 1), padding=(d, 4)))
+            )
         convs.append(weight_norm(nn.Conv2d(channels, channels, (3, 3), padding=(1, 1))))
         self.convs = nn.ModuleList(convs)
         self.out = weight_norm(nn.Conv2d(channels, 1, (3, 3), padding=(1, 1)))
@@ -71,7 +73,8 @@ class Discriminators(nn.Module):
     def __init__(self, stft_ffts: list[int], stft_channels: int, periods: list[int], period_channels: int):
         super().__init__()
         self.subs = nn.ModuleList(
-            [STFTDiscriminator(n, stft_channels) for n in stft_ffts] + [PeriodDiscriminator(p, period_channels) for p in periods]
+            [STFTDiscriminator(n, stft_channels) for n in stft_ffts]
+            + [PeriodDiscriminator(p, period_channels) for p in periods]
         )
 
     def forward(self, wave: torch.Tensor) -> list[Output]:

@@ -118,7 +118,9 @@ def evaluate_codec(
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="musiclm eval codec", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="musiclm eval codec", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--run", default="demo")
     p.add_argument("--audio-dir", default=None, help="evaluate every audio file under DIR instead of the val split")
     p.add_argument("--data-dir", default=None, help="dataset folder (default: the one the codec was trained on)")

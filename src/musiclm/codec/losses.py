@@ -15,7 +15,7 @@ class MultiResolutionMelLoss(MelDistance):
 
 def discriminator_hinge(real: list[torch.Tensor], fake: list[torch.Tensor]) -> torch.Tensor:
     """Mean over sub-discriminators of E[relu(1 - D(x))] + E[relu(1 + D(G(z)))]."""
-    return sum(F.relu(1 - r).mean() + F.relu(1 + f).mean() for r, f in zip(real, fake)) / len(real)
+    return sum(F.relu(1 - r).mean() + F.relu(1 + f).mean() for r, f in zip(real, fake, strict=True)) / len(real)
 
 
 def generator_hinge(fake: list[torch.Tensor]) -> torch.Tensor:
@@ -28,7 +28,7 @@ def feature_matching(real: list[list[torch.Tensor]], fake: list[list[torch.Tenso
     (so layers of different magnitude weigh alike); real features are targets (no gradient)."""
     terms = [
         (f - r.detach()).abs().mean() / (r.detach().abs().mean() + 1e-8)
-        for rs, fs in zip(real, fake)
-        for r, f in zip(rs, fs)
+        for rs, fs in zip(real, fake, strict=True)
+        for r, f in zip(rs, fs, strict=True)
     ]
     return sum(terms) / len(terms)

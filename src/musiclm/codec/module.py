@@ -45,7 +45,8 @@ class CodecModule(L.LightningModule):
     def __init__(
         self,
         sample_rate: int = 24_000,
-        # generator ("conv": SoundStream's waveform convs; "spectral": STFT encoder + iSTFT decoder, see codec/spectral.py)
+        # generator ("conv": SoundStream's waveform convs;
+        # "spectral": STFT encoder + iSTFT decoder, see codec/spectral.py)
         architecture: Literal["conv", "spectral"] = "conv",
         window_frames: int = 2,
         channels: int = 32,
@@ -91,9 +92,9 @@ class CodecModule(L.LightningModule):
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.generator = SoundStream(
-            channels, strides, latent_dim, kernel, num_quantizers, codebook_size, quantizer_dropout, kmeans_iters, ema_decay,
-            dead_code_threshold, commitment_weight=1.0, codebook_dim=codebook_dim, use_cosine_sim=use_cosine_sim,
-            architecture=architecture, window_frames=window_frames,
+            channels, strides, latent_dim, kernel, num_quantizers, codebook_size, quantizer_dropout, kmeans_iters,
+            ema_decay, dead_code_threshold, commitment_weight=1.0, codebook_dim=codebook_dim,
+            use_cosine_sim=use_cosine_sim, architecture=architecture, window_frames=window_frames,
         )  # fmt: skip
         self.discriminators = Discriminators(stft_ffts, stft_channels, periods, period_channels)
         self.mel_loss = MultiResolutionMelLoss(sample_rate, mel_windows, mel_bands)
@@ -130,7 +131,9 @@ class CodecModule(L.LightningModule):
         return self.frame_rate * (num_levels or self.num_levels) * math.log2(self.codebook_size) / 1000
 
     @torch.no_grad()
-    def encode(self, wave: torch.Tensor, num_levels: int | None = None, chunk_frames: int | None = None) -> torch.Tensor:
+    def encode(
+        self, wave: torch.Tensor, num_levels: int | None = None, chunk_frames: int | None = None
+    ) -> torch.Tensor:
         """wave [B, T] or [B, 1, T] at `sample_rate` -> LongTensor codes [B, Q, ceil(T / hop_length)] using the first
         `num_levels` levels (all by default). Always runs the quantizer in eval mode (no dropped levels, no
         codebook updates). With `chunk_frames`, encodes chunk by chunk with enough left context to match the
@@ -316,7 +319,9 @@ class CodecModule(L.LightningModule):
         for q in self.val_levels():
             y = self.decode(codes[:, :q])
             suffix = "" if q == self.num_levels else f"@q{q}"
-            self.log(f"val/mel_distance{suffix}", mel_distance(x, y, self.sample_rate), sync_dist=True, batch_size=len(x))
+            self.log(
+                f"val/mel_distance{suffix}", mel_distance(x, y, self.sample_rate), sync_dist=True, batch_size=len(x)
+            )
             self.log(f"val/si_sdr_db{suffix}", si_sdr_db(x, y), sync_dist=True, batch_size=len(x))
         if len(x) > 1:
             dep = input_dependence(x, y, self.sample_rate)
@@ -326,7 +331,7 @@ class CodecModule(L.LightningModule):
 
     def _log_examples(self, x: torch.Tensor, y: torch.Tensor) -> None:
         step, sr = int(self.generator_steps), self.sample_rate
-        for i, (a, b) in enumerate(zip(x, y)):
+        for i, (a, b) in enumerate(zip(x, y, strict=True)):
             log_audio(self.logger, f"val_audio/{i}_original", a, sr, step)
             log_audio(self.logger, f"val_audio/{i}_reconstructed", b, sr, step)
             mels = [log_mel(w.float().cpu(), sr, n_fft=1024, hop_length=sr // 100, n_mels=80) for w in (a, b)]

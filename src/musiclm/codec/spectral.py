@@ -54,7 +54,9 @@ class SpectralEncoder(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """wave [B, 1, T] -> log-magnitudes [B, bins, T / hop], frame t from the window ending with frame t."""
         x = F.pad(x[:, 0], (self.n_fft - self.hop, 0))
-        spec = torch.stft(x, self.n_fft, self.hop, window=self.window, center=False, normalized=True, return_complex=True)
+        spec = torch.stft(
+            x, self.n_fft, self.hop, window=self.window, center=False, normalized=True, return_complex=True
+        )
         return torch.log(spec.abs() + 1e-5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -30,11 +30,15 @@ def bench(num_files: int = 24, file_seconds: float = 30.0, workers: int = 2) -> 
         src.mkdir()
         _write_sources(src, num_files, file_seconds)
         t0 = time.perf_counter()
-        manifests = ingest.ingest(src, shards, None, 24_000, 10.0, val_fraction=0, test_fraction=0, workers=workers, files_per_shard=4)
+        manifests = ingest.ingest(
+            src, shards, None, 24_000, 10.0, val_fraction=0, test_fraction=0, workers=workers, files_per_shard=4
+        )
         clips = manifests["train"]["num_samples"]
         out["ingest_clips_per_s"] = clips / (time.perf_counter() - t0)
         out["ingest_workers"] = workers
-        dm = AudioTextDataModule(str(shards), 24_000, 10.0, batch_size=8, num_workers=workers, train_epoch_clips=4 * clips)
+        dm = AudioTextDataModule(
+            str(shards), 24_000, 10.0, batch_size=8, num_workers=workers, train_epoch_clips=4 * clips
+        )
         t0 = time.perf_counter()
         n = sum(len(b["key"]) for b in dm.loader("train"))
         out["loader_clips_per_s"] = n / (time.perf_counter() - t0)

@@ -16,8 +16,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from musiclm.audio import AudioError, crop, load_audio
-from musiclm.data.streams import collate, per_worker, shard_stream, train_seed
 from musiclm.data.shards import list_shards, read_manifest
+from musiclm.data.streams import collate, per_worker, shard_stream, train_seed
 from musiclm.data.tokens import check_token_freshness, collate_tokens, decode_token_sample
 
 CaptionMode = Literal["caption", "tags", "random"]
@@ -52,7 +52,9 @@ class ShardDataModule(L.LightningDataModule):
     def shards(self, split: str) -> list[str]:
         urls = list_shards(self.data_dir / split)
         if not urls:
-            raise FileNotFoundError(f"no {self.shard_kind} in {self.data_dir / split}: build them with `{self.build_command}`")
+            raise FileNotFoundError(
+                f"no {self.shard_kind} in {self.data_dir / split}: build them with `{self.build_command}`"
+            )
         return urls
 
     def _rank(self) -> tuple[int, int]:
@@ -77,7 +79,8 @@ class ShardDataModule(L.LightningDataModule):
         hp = self.hparams
         return DataLoader(
             self.dataset(split, rank, world), batch_size=hp.batch_size, num_workers=hp.num_workers,
-            collate_fn=self.collate_fn, persistent_workers=hp.num_workers > 0,  # workers keep their stream's epoch counter
+            collate_fn=self.collate_fn,
+            persistent_workers=hp.num_workers > 0,  # workers keep their stream's epoch counter
         )  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
@@ -104,8 +107,11 @@ class AudioTextDecoder:
     """Decode + crop one audio sample. Its RNG is seeded lazily inside each loader worker from (seed, rank, worker),
     so workers and ranks draw different crops and caption choices (a copied RNG would make every worker identical)."""
 
-    def __init__(self, sample_rate: int, clip_samples: int, train: bool, caption_mode: CaptionMode, seed: int, rank: int):
-        self.sample_rate, self.clip_samples, self.train, self.caption_mode = sample_rate, clip_samples, train, caption_mode
+    def __init__(
+        self, sample_rate: int, clip_samples: int, train: bool, caption_mode: CaptionMode, seed: int, rank: int
+    ):
+        self.sample_rate, self.clip_samples = sample_rate, clip_samples
+        self.train, self.caption_mode = train, caption_mode
         self.seed, self.rank = seed, rank
         self._rng: random.Random | None = None
 
@@ -162,7 +168,9 @@ class AudioTextDataModule(ShardDataModule):
         return int(round(self.hparams.clip_seconds * self.hparams.sample_rate))
 
     def decoder(self, train: bool, seed: int, rank: int) -> AudioTextDecoder:
-        return AudioTextDecoder(self.hparams.sample_rate, self.clip_samples, train, self.hparams.caption_mode, seed, rank)
+        return AudioTextDecoder(
+            self.hparams.sample_rate, self.clip_samples, train, self.hparams.caption_mode, seed, rank
+        )
 
 
 class TokenDecoder:
@@ -172,7 +180,8 @@ class TokenDecoder:
     (`collate_tokens` pads and masks them)."""
 
     def __init__(self, crop_seconds: float | None, semantic_rate: float, acoustic_rate: float, train: bool, seed: int):
-        self.crop_seconds, self.semantic_rate, self.acoustic_rate, self.train = crop_seconds, semantic_rate, acoustic_rate, train
+        self.crop_seconds, self.semantic_rate = crop_seconds, semantic_rate
+        self.acoustic_rate, self.train = acoustic_rate, train
         self.ratio = acoustic_rate / semantic_rate
         self.seed = seed
         self._rng: random.Random | None = None
@@ -242,7 +251,9 @@ class TokenDataModule(ShardDataModule):
 
     def decoder(self, train: bool, seed: int, rank: int) -> TokenDecoder:
         hp = self.hparams
-        rates = {k: hp[k] if hp[k] is not None else (self.vocab or {}).get(k) for k in ("semantic_rate", "acoustic_rate")}
+        rates = {
+            k: hp[k] if hp[k] is not None else (self.vocab or {}).get(k) for k in ("semantic_rate", "acoustic_rate")
+        }
         if None in rates.values():
             raise ValueError(f"{self.data_dir}: its manifest records no frame rates: rebuild it with `make tokenize`")
         return TokenDecoder(hp.crop_seconds, rates["semantic_rate"], rates["acoustic_rate"], train, hash((seed, rank)))

@@ -113,7 +113,9 @@ def clip_samples(
     if not src.caption and not allow_uncaptioned:
         raise NoCaptionError(f"{src.path}: no caption in the table or a sidecar .txt/.json")
     duration = None if src.end_s is None else src.end_s - src.start_s
-    wave = load_audio(src.path, sample_rate, min_seconds=min_seconds, offset_seconds=src.start_s, duration_seconds=duration)
+    wave = load_audio(
+        src.path, sample_rate, min_seconds=min_seconds, offset_seconds=src.start_s, duration_seconds=duration
+    )
     n = int(clip_seconds * sample_rate)
     samples = []
     for i, start in enumerate(range(0, len(wave), n)):
@@ -151,13 +153,23 @@ def ingest(
 ) -> dict[str, dict]:
     sources = find_sources(src_dir, captions)
     make = partial(
-        clip_samples, sample_rate=sample_rate, clip_seconds=clip_seconds, min_seconds=min_seconds, allow_uncaptioned=allow_uncaptioned
+        clip_samples,
+        sample_rate=sample_rate,
+        clip_seconds=clip_seconds,
+        min_seconds=min_seconds,
+        allow_uncaptioned=allow_uncaptioned,
     )
     manifests = {}
     for split in SPLITS:
         items = [s for s in sources if split_for_key(s.key, val_fraction, test_fraction) == split]
         manifests[split] = write_split_shards(
-            out_dir, split, items, make, files_per_shard, workers, {"source_dir": str(src_dir), "sample_rate": sample_rate}
+            out_dir,
+            split,
+            items,
+            make,
+            files_per_shard,
+            workers,
+            {"source_dir": str(src_dir), "sample_rate": sample_rate},
         )
     return manifests
 
@@ -169,7 +181,9 @@ def summary(manifests: dict[str, dict]) -> tuple[int, str]:
     for m in manifests.values():
         for r, c in m["skipped_by_reason"].items():
             reasons[r] = reasons.get(r, 0) + c
-    lines = [f"kept {kept} clips ({hours:.3f} h): " + ", ".join(f"{s} {m['num_samples']}" for s, m in manifests.items())]
+    lines = [
+        f"kept {kept} clips ({hours:.3f} h): " + ", ".join(f"{s} {m['num_samples']}" for s, m in manifests.items())
+    ]
     lines.append("skipped: " + (", ".join(f"{r} {c}" for r, c in sorted(reasons.items())) or "none"))
     for m in manifests.values():
         for s in m["skipped"][:20]:

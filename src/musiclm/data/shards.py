@@ -85,7 +85,9 @@ def _write_shard(job: tuple[Path, list[Any], Callable[[Any], Iterable[Sample]]])
                     stats["skipped"].append({"item": str(item), "reason": e.reason, "message": str(e)})
                     continue
                 except Exception as e:  # an odd input must not kill a long ingest
-                    stats["skipped"].append({"item": str(item), "reason": "error", "message": f"{type(e).__name__}: {e}"})
+                    stats["skipped"].append(
+                        {"item": str(item), "reason": "error", "message": f"{type(e).__name__}: {e}"}
+                    )
                     continue
                 for s in samples:
                     if s["__key__"] in keys:
@@ -135,9 +137,11 @@ def _write_split(split_dir: Path, items, make_samples, items_per_shard: int, wor
     groups = [list(items[i : i + items_per_shard]) for i in range(0, len(items), items_per_shard)]
     shards = [split_dir / SHARD_NAME.format(i) for i in range(len(groups))]
     for stale in split_dir.glob("*"):  # leftovers of an interrupted or larger earlier plan
-        if stale.name.endswith(".tmp") or (stale.name.startswith(("shard-", ".shard-")) and _shard_index(stale) >= len(groups)):
+        if stale.name.endswith(".tmp") or (
+            stale.name.startswith(("shard-", ".shard-")) and _shard_index(stale) >= len(groups)
+        ):
             stale.unlink()
-    todo = [(s, g, make_samples) for s, g in zip(shards, groups) if not _shard_complete(s, _plan_id(g))]
+    todo = [(s, g, make_samples) for s, g in zip(shards, groups, strict=True) if not _shard_complete(s, _plan_id(g))]
     if todo:
         bar = tqdm(total=len(todo), desc=f"{split_dir.name} shards", unit="shard", disable=None)
         if workers > 1 and len(todo) > 1:
@@ -162,7 +166,9 @@ def write_manifest(split_dir: Path, shards: list[Path], extra: dict | None = Non
     entries, skipped = [], []
     for s in shards:
         side = json.loads(_sidecar(s).read_text())
-        entries.append({"name": s.name, "num_samples": side["num_samples"], "seconds": side["seconds"], "sha256": side["sha256"]})
+        entries.append(
+            {"name": s.name, "num_samples": side["num_samples"], "seconds": side["seconds"], "sha256": side["sha256"]}
+        )
         skipped += side["skipped"]
     manifest = {
         "split": split_dir.name,

@@ -3,8 +3,9 @@
 Training streams resample shards with replacement (`ResampledShards` + `with_epoch`): every rank and worker gets an
 endless, differently seeded stream, so fewer shards than workers cannot hang and an epoch has a fixed length on any
 number of nodes. They are reproducible for a seed (`train_seed`): webdataset cannot resume mid-stream, so a resumed
-run salts the seed with its restored step instead of replaying the first samples. Evaluation reads every shard once and splits *samples* round-robin over (rank, worker), so each
-val/test sample is seen exactly once per epoch whatever the shard count.
+run salts the seed with its restored step instead of replaying the first samples. Evaluation reads every shard once
+and splits *samples* round-robin over (rank, worker), so each val/test sample is seen exactly once per epoch whatever
+the shard count.
 """
 
 from __future__ import annotations

@@ -48,7 +48,8 @@ def token_sample(key: str, tokens: dict[str, np.ndarray | torch.Tensor], meta: d
 
 
 def decode_token_sample(sample: dict) -> dict:
-    """Raw tar sample -> {mulan [Qm], semantic [Ts], acoustic [Qc, Ta] as int64 tensors, json}; ValueError if malformed."""
+    """Raw tar sample -> {mulan [Qm], semantic [Ts], acoustic [Qc, Ta] as int64 tensors, json}; ValueError if
+    malformed."""
     missing = [f"{a}.npy" for a in ARRAYS if f"{a}.npy" not in sample]
     if missing or "json" not in sample:
         raise ValueError(f"{sample.get('__key__')}: token sample lacks {missing or ['json']}")
@@ -84,6 +85,6 @@ def check_token_freshness(token_dir: str | Path, run: str | Path) -> None:
         changed = [s for s in TOKEN_STAGES if s in now and made.get(s) != now[s]]
         if changed:
             raise StaleTokensError(
-                f"{manifest.parent} was tokenized with other {', '.join(changed)} checkpoint(s) than {Path(str(run))}'s "
-                f"current ones: rebuild with `make tokenize RUN={Path(str(run)).name}`"
+                f"{manifest.parent} was tokenized with other {', '.join(changed)} checkpoint(s) "
+                f"than {Path(str(run))}'s current ones: rebuild with `make tokenize RUN={Path(str(run)).name}`"
             )

@@ -29,5 +29,7 @@ def register_backbone(name: str, factory: BackboneFactory) -> None:
 def build_backbone(name: str, vocab_size: int, head_sizes: list[int], dim: int, depth: int, heads: int,
                    ff_mult: int = 4, dropout: float = 0.1) -> TokenBackbone:  # fmt: skip
     if name not in BACKBONES:
-        raise ValueError(f"unknown LM backbone {name!r}: one of {sorted(BACKBONES)} (or musiclm.lm.backbones.register_backbone)")
+        raise ValueError(
+            f"unknown LM backbone {name!r}: one of {sorted(BACKBONES)} (or musiclm.lm.backbones.register_backbone)"
+        )
     return BACKBONES[name](vocab_size, list(head_sizes), dim, depth, heads, ff_mult, dropout)

@@ -70,7 +70,8 @@ class TokenLM(nn.Module):
         return transformer_block_types()
 
     def slot_logits(self, logits: Tensor, head_index: Tensor, codebook_size: int) -> Tensor:
-        """`[B, N, sum(head_sizes)]` -> `[B, N, K, C]`: for each slot, the block of its level (`head_index` `[N, K]`)."""
+        """`[B, N, sum(head_sizes)]` -> `[B, N, K, C]`: for each slot, the block of its level
+        (`head_index` `[N, K]`)."""
         out = []
         for k, block in enumerate(logits.split(self.head_sizes, dim=-1)):
             block = block.unflatten(-1, (-1, codebook_size))  # [B, N, n_k, C]

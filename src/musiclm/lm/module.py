@@ -25,12 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from musiclm.log import log_skipped
-from musiclm.optim import warmup_cosine
 from musiclm.distributed import configure_sharding
 from musiclm.lm.backbones import build_backbone
 from musiclm.lm.patterns import EMPTY, FlattenPattern, Pattern, Vocab, as_steps, make_pattern
 from musiclm.lm.sampling import TargetLayout, sample_steps, slide
+from musiclm.log import log_skipped
+from musiclm.optim import warmup_cosine
 
 
 def seconds_to_frames(seconds: float, rate: float) -> int:
@@ -90,7 +90,9 @@ class TokenStage(L.LightningModule):
         self.pattern = pattern
         self.codebook_size = codebook_size
         head_sizes = [len(pattern.slot_levels(k)) * codebook_size for k in range(pattern.tokens_per_step)]
-        self.model = build_backbone(hp.backbone, self.vocab.size, head_sizes, hp.dim, hp.depth, hp.heads, hp.ff_mult, hp.dropout)
+        self.model = build_backbone(
+            hp.backbone, self.vocab.size, head_sizes, hp.dim, hp.depth, hp.heads, hp.ff_mult, hp.dropout
+        )
         self._val: dict[str, Tensor] = {}
         self._layouts: dict[tuple[int, torch.device], TargetLayout] = {}
 
@@ -180,7 +182,9 @@ class TokenStage(L.LightningModule):
             wrong["coarse_levels"] = f"< {sizes['acoustic_levels']}"
         if wrong:
             fix = " ".join(f"--model.{k}={v}" for k, v in wrong.items())
-            raise ValueError(f"the token shards were made by models with other vocabularies: set {fix} (ARGS=... or the profile)")
+            raise ValueError(
+                f"the token shards were made by models with other vocabularies: set {fix} (ARGS=... or the profile)"
+            )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         log_skipped(self, batch)
@@ -234,7 +238,10 @@ class TokenStage(L.LightningModule):
         # linear warm-up, then cosine to 10% over max_steps (constant without a known max_steps)
         schedule = warmup_cosine(self.hparams.warmup_steps, self.trainer.max_steps, 0.1)
         opt = self.make_optimizer()
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule), "interval": "step"}}
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule), "interval": "step"},
+        }
 
     # -- sampling ---------------------------------------------------------------------------------------------
 
@@ -311,7 +318,11 @@ class SemanticStage(TokenStage):
     ):
         super().__init__()
         self.save_hyperparameters()
-        require(self.hparams, ("mulan_levels", "mulan_codebook_size", "semantic_codebook_size", "semantic_rate"), "SemanticStage")
+        require(
+            self.hparams,
+            ("mulan_levels", "mulan_codebook_size", "semantic_codebook_size", "semantic_rate"),
+            "SemanticStage",
+        )
         streams = {
             "mulan": (mulan_levels, mulan_codebook_size),
             "null": (mulan_levels, 1),
@@ -402,8 +413,8 @@ class CoarseStage(TokenStage):
     ):
         super().__init__()
         self.save_hyperparameters()
-        require(self.hparams, ("mulan_levels", "mulan_codebook_size", "semantic_codebook_size", "acoustic_codebook_size",
-                               "semantic_rate", "acoustic_rate"), "CoarseStage")  # fmt: skip
+        require(self.hparams, ("mulan_levels", "mulan_codebook_size", "semantic_codebook_size",
+                               "acoustic_codebook_size", "semantic_rate", "acoustic_rate"), "CoarseStage")  # fmt: skip
         self.ratio = acoustic_rate / semantic_rate  # acoustic frames per semantic frame, not necessarily whole
         streams = {
             "mulan": (mulan_levels, mulan_codebook_size),

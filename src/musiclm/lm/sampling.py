@@ -86,7 +86,9 @@ def sample_steps(
     b, steps = prefix.shape[0], layout.valid.shape[0]
     x = torch.cat([prefix, null_prefix]) if guided else prefix
     device = x.device
-    layout = TargetLayout(layout.head_index.to(device), layout.offsets.to(device), layout.valid.to(device), layout.codebook_size)
+    layout = TargetLayout(
+        layout.head_index.to(device), layout.offsets.to(device), layout.valid.to(device), layout.codebook_size
+    )
     codes = torch.zeros(b, steps, layout.valid.shape[1], dtype=torch.long, device=device)
     logits, cache = model(x)
     last = logits[:, -1:]

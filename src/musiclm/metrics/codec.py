@@ -34,9 +34,13 @@ class MelDistance(nn.Module):
         super().__init__()
         if len(windows) != len(n_mels):
             raise ValueError("windows and n_mels need one entry per resolution")
-        self.mels = nn.ModuleList(LogMel(sample_rate, w, w // 4, m, power=1.0, floor=1e-5) for w, m in zip(windows, n_mels))
+        self.mels = nn.ModuleList(
+            LogMel(sample_rate, w, w // 4, m, power=1.0, floor=1e-5) for w, m in zip(windows, n_mels, strict=True)
+        )
 
-    def forward(self, ref: torch.Tensor, est: torch.Tensor, reduction: Literal["mean", "none"] = "mean") -> torch.Tensor:
+    def forward(
+        self, ref: torch.Tensor, est: torch.Tensor, reduction: Literal["mean", "none"] = "mean"
+    ) -> torch.Tensor:
         """reduction="mean": one value, each resolution's mean taken over the whole batch (the training loss);
         "none": one value per clip [B]."""
         if ref.shape != est.shape:

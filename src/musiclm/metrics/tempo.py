@@ -114,7 +114,7 @@ class TempoAdherence(Metric):
         if len(waves) != len(target):
             raise ValueError(f"{len(waves)} clips but {len(target)} target tempos")
         keep = torch.isfinite(target)
-        est = [estimate_tempo(w, sr) for w, k in zip(waves, keep) if k]
+        est = [estimate_tempo(w, sr) for w, k in zip(waves, keep, strict=True) if k]
         self.estimate.append(torch.tensor(est, dtype=torch.float64))
         self.target.append(target[keep])
 

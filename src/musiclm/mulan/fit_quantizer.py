@@ -24,7 +24,9 @@ from musiclm.mulan.module import MuLanModule
 
 
 @torch.inference_mode()
-def embed_split(module: MuLanModule, data_hparams: dict, split: str = "train", batches: int | None = None, batch_size: int = 16) -> torch.Tensor:
+def embed_split(
+    module: MuLanModule, data_hparams: dict, split: str = "train", batches: int | None = None, batch_size: int = 16
+) -> torch.Tensor:
     """Audio embeddings [N, D] of one split, centre crops, eval mode, batched; `batches` limits the count."""
     dm = AudioTextDataModule.from_hparams(data_hparams, batch_size=batch_size)
     decode = AudioTextDecoder(module.sample_rate, dm.clip_samples, False, "caption", 0, 0)
@@ -42,7 +44,9 @@ def embed_split(module: MuLanModule, data_hparams: dict, split: str = "train", b
     return torch.cat(out)
 
 
-def fit_checkpoint(run: str, batches: int | None = None, epochs: int = 20, data_dir: str | None = None, num_workers: int | None = None) -> float:
+def fit_checkpoint(
+    run: str, batches: int | None = None, epochs: int = 20, data_dir: str | None = None, num_workers: int | None = None
+) -> float:
     """Load runs/RUN/mulan/model.ckpt, fit its quantizer on the train split, write the checkpoint back atomically."""
     path = require_model(run, "mulan")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)  # a hand-off: tensors, dicts and primitives only
@@ -70,7 +74,9 @@ def fit_checkpoint(run: str, batches: int | None = None, epochs: int = 20, data_
 
 
 def main(argv: list[str] | None = None) -> float:
-    p = argparse.ArgumentParser(prog="musiclm mulan fit-quantizer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="musiclm mulan fit-quantizer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--run", default="demo")
     p.add_argument("--batches", type=int, default=None, help="embed at most this many train batches (default: all)")
     p.add_argument("--epochs", type=int, default=20, help="EMA passes over the embeddings after k-means init")

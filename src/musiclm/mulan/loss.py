@@ -33,7 +33,9 @@ class ContrastiveLoss(nn.Module):
     small batches of CPU training and the loss goes NaN. Logits are computed in fp32 under mixed precision.
     """
 
-    def __init__(self, kind: str = "clip", init_temperature: float = 0.07, max_scale: float = 100.0, init_bias: float = -10.0):
+    def __init__(
+        self, kind: str = "clip", init_temperature: float = 0.07, max_scale: float = 100.0, init_bias: float = -10.0
+    ):
         super().__init__()
         if kind not in ("clip", "siglip"):
             raise ValueError(f"kind must be 'clip' or 'siglip', not {kind!r}")

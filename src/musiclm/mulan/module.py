@@ -94,7 +94,17 @@ class MuLanModule(L.LightningModule):
         self.save_hyperparameters()
         if audio_tower == "transformer":
             self.audio_tower = SpectrogramTransformer(
-                sample_rate, n_fft, hop_length, n_mels, patch_freq, patch_time, audio_dim, audio_depth, audio_heads, dropout, audio_pool
+                sample_rate,
+                n_fft,
+                hop_length,
+                n_mels,
+                patch_freq,
+                patch_time,
+                audio_dim,
+                audio_depth,
+                audio_heads,
+                dropout,
+                audio_pool,
             )
         elif audio_tower == "resnet":
             self.audio_tower = ResNetTower(sample_rate, n_fft, hop_length, n_mels, tuple(resnet_channels), audio_pool)
@@ -212,7 +222,9 @@ class MuLanModule(L.LightningModule):
     def fit_quantizer(self, audio_embeddings: torch.Tensor, epochs: int = 20) -> float:
         """(Re)fit the residual VQ from scratch on audio embeddings [N, embed_dim]; returns the relative error."""
         hp = self.hparams
-        self.quantizer = build_quantizer(hp.embed_dim, hp.num_quantizers, hp.codebook_size, hp.kmeans_iters).to(self.device)
+        self.quantizer = build_quantizer(hp.embed_dim, hp.num_quantizers, hp.codebook_size, hp.kmeans_iters).to(
+            self.device
+        )
         err = fit_residual_vq(self.quantizer, audio_embeddings.to(self.device).float(), epochs=epochs)
         self.quantizer_fitted.fill_(True)
         return err
@@ -231,7 +243,9 @@ class MuLanModule(L.LightningModule):
         audio, text = self.embed_audio(batch["audio"]), self.embed_text(batch["text"])
         loss = self.loss_fn(audio, text, gather=False)  # per-process batches may differ in size in validation
         self.log("val/loss", loss, prog_bar=True, batch_size=len(audio), sync_dist=True)
-        self._val.append({"audio": audio.cpu(), "text": text.cpu(), "caption": list(batch["text"]), "meta": list(batch["meta"])})
+        self._val.append(
+            {"audio": audio.cpu(), "text": text.cpu(), "caption": list(batch["text"]), "meta": list(batch["meta"])}
+        )
 
     def on_validation_epoch_start(self) -> None:
         self._val = []
@@ -268,7 +282,9 @@ class MuLanModule(L.LightningModule):
             values = [(m.get("attributes") or {}).get(attr) for m in val["meta"]]
             if any(v is None for v in values) or len(set(map(str, values))) < 2:
                 continue
-            acc, chance = zero_shot_accuracy(audio, [str(v) for v in values], templates, lambda p: self.embed_text(p).cpu())
+            acc, chance = zero_shot_accuracy(
+                audio, [str(v) for v in values], templates, lambda p: self.embed_text(p).cpu()
+            )
             metrics[f"zero_shot/{attr}_acc"], metrics[f"zero_shot/{attr}_chance"] = acc, chance
         # every process holds the same gathered values, so no further reduction is needed
         self.log_dict({f"val/{k}": v for k, v in metrics.items()}, sync_dist=True)
@@ -277,13 +293,27 @@ class MuLanModule(L.LightningModule):
 
     def _log_images(self, audio: torch.Tensor, text: torch.Tensor, val: dict[str, Any]) -> None:
         m = min(self.hparams.matrix_size, len(audio))
-        log_matrix(self.logger, "val/similarity_text_x_audio", text[:m] @ audio[:m].T, self.global_step, "audio clip", "caption")
+        log_matrix(
+            self.logger,
+            "val/similarity_text_x_audio",
+            text[:m] @ audio[:m].T,
+            self.global_step,
+            "audio clip",
+            "caption",
+        )
         if isinstance(self.logger, TensorBoardLogger):
             n = min(self.hparams.projector_points, len(audio))
             attrs = sorted({k for meta in val["meta"][:n] for k in (meta.get("attributes") or {})})
-            rows = [[val["caption"][i][:80]] + [str((val["meta"][i].get("attributes") or {}).get(a, "")) for a in attrs] for i in range(n)]
+            rows = [
+                [val["caption"][i][:80]] + [str((val["meta"][i].get("attributes") or {}).get(a, "")) for a in attrs]
+                for i in range(n)
+            ]
             self.logger.experiment.add_embedding(
-                audio[:n], metadata=rows, metadata_header=["caption", *attrs], tag="val/audio_embedding", global_step=self.global_step
+                audio[:n],
+                metadata=rows,
+                metadata_header=["caption", *attrs],
+                tag="val/audio_embedding",
+                global_step=self.global_step,
             )
 
     # ---------------------------------------------------------------- optimisation
@@ -302,7 +332,11 @@ class MuLanModule(L.LightningModule):
                 groups.setdefault((id(p) in text_params, p.ndim >= 2), []).append(p)
         optimizer = torch.optim.AdamW(
             [
-                {"params": ps, "lr": hp.text_lr if is_text else hp.lr, "weight_decay": hp.weight_decay if decay else 0.0}
+                {
+                    "params": ps,
+                    "lr": hp.text_lr if is_text else hp.lr,
+                    "weight_decay": hp.weight_decay if decay else 0.0,
+                }
                 for (is_text, decay), ps in groups.items()
             ],
             betas=(0.9, 0.98),

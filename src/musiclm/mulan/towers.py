@@ -107,7 +107,9 @@ class SpectrogramTransformer(AudioTower):
         self.patch_norm = nn.LayerNorm(patch_freq * patch_time)
         self.patch_proj = nn.Linear(patch_freq * patch_time, dim)
         self.band_pos = nn.Parameter(torch.randn(self.bands, dim) * 0.02)
-        self.encoder = Encoder(dim=dim, depth=depth, heads=heads, attn_dropout=dropout, ff_dropout=dropout, attn_flash=True)
+        self.encoder = Encoder(
+            dim=dim, depth=depth, heads=heads, attn_dropout=dropout, ff_dropout=dropout, attn_flash=True
+        )
 
     def patches(self, wave: torch.Tensor) -> torch.Tensor:
         mel = self.mel(wave)  # [B, M, F]
@@ -139,7 +141,11 @@ class ResBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
-        self.skip = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        self.skip = (
+            nn.Identity()
+            if stride == 1 and cin == cout
+            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.relu(self.bn1(self.conv1(x)))
@@ -165,8 +171,12 @@ class ResNetTower(AudioTower):
         super().__init__(sample_rate, n_fft, hop_length, n_mels, channels[-1], pool, heads)
         self.out_dim, self.num_layers, self.time_stride = channels[-1], len(channels), 2 ** len(channels)
         self.input_norm = nn.BatchNorm2d(1)
-        self.stem = nn.Sequential(nn.Conv2d(1, channels[0], 3, 1, 1, bias=False), nn.BatchNorm2d(channels[0]), nn.ReLU())
-        self.stages = nn.ModuleList(ResBlock(cin, cout, 2) for cin, cout in zip((channels[0],) + channels[:-1], channels))
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, channels[0], 3, 1, 1, bias=False), nn.BatchNorm2d(channels[0]), nn.ReLU()
+        )
+        self.stages = nn.ModuleList(
+            ResBlock(cin, cout, 2) for cin, cout in zip((channels[0],) + channels[:-1], channels, strict=True)
+        )
 
     def frames(self, wave: torch.Tensor, layer: int | None = None) -> torch.Tensor:
         layer = self.num_layers if layer is None else layer
@@ -234,7 +244,9 @@ class PretrainedTextTower(TextTower):
 
     def forward(self, texts: list[str]) -> torch.Tensor:
         device = next(self.model.parameters()).device
-        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt").to(device)
+        enc = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        ).to(device)
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.train_layers != 0):
             hidden = self.model(**enc).last_hidden_state
         return masked_mean(hidden, enc["attention_mask"].bool())
@@ -261,7 +273,9 @@ class ScratchTextTower(TextTower):
         super().__init__()
         self.tokenizer = ByteTokenizer()
         self.embed = nn.Embedding(ByteTokenizer.vocab_size, dim)
-        self.encoder = Encoder(dim=dim, depth=depth, heads=heads, rotary_pos_emb=True, attn_dropout=dropout, ff_dropout=dropout)
+        self.encoder = Encoder(
+            dim=dim, depth=depth, heads=heads, rotary_pos_emb=True, attn_dropout=dropout, ff_dropout=dropout
+        )
         self.max_length, self.out_dim = max_length, dim
 
     def forward(self, texts: list[str]) -> torch.Tensor:

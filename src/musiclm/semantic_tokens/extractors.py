@@ -83,5 +83,9 @@ def to_rate(feats: torch.Tensor, num_samples: int, sample_rate: int, rate: float
     if feats.shape[1] == n:
         return feats
     x = feats.transpose(1, 2).float()
-    x = F.interpolate(x, size=n, mode="area") if n < feats.shape[1] else F.interpolate(x, size=n, mode="linear", align_corners=False)
+    x = (
+        F.interpolate(x, size=n, mode="area")
+        if n < feats.shape[1]
+        else F.interpolate(x, size=n, mode="linear", align_corners=False)
+    )
     return x.transpose(1, 2)

@@ -71,7 +71,8 @@ class SemanticTokenizer(L.LightningModule):
         current = compute_source_id(extractor, source)
         if source_id is not None and source_id != current:
             raise StaleSourceError(
-                f"{source} changed after this semantic tokenizer was fitted: re-run `make fit-semantic` (and `make tokenize`)"
+                f"{source} changed after this semantic tokenizer was fitted: "
+                "re-run `make fit-semantic` (and `make tokenize`)"
             )
         self.save_hyperparameters()
         self.hparams.source_id = current
@@ -152,7 +153,9 @@ class SemanticTokenizer(L.LightningModule):
             sums, counts, inertia = minibatch_stats(x, c.detach())
             sums, counts = self._sum(sums), self._sum(counts)
             self.seen += counts
-            c.grad = torch.where(counts[:, None] > 0, (counts[:, None] * c.detach() - sums) / self.seen.clamp_min(1)[:, None], 0.0)
+            c.grad = torch.where(
+                counts[:, None] > 0, (counts[:, None] * c.detach() - sums) / self.seen.clamp_min(1)[:, None], 0.0
+            )
             self.log("train/inertia", inertia, prog_bar=True, batch_size=len(x))
             self.log("train/clusters_hit", (counts > 0).float().mean(), batch_size=len(x))
         opt.step()
