@@ -77,3 +77,23 @@ def test_configs_found_from_another_directory(tmp_path):
     code = "from musiclm.config import config_layers; print(config_layers('mulan', 'demo', 'cpu')[-1])"
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert Path(out.stdout.strip()) == config_root() / "profile" / "demo" / "mulan.yaml"
+
+
+def test_wheel_ships_the_configs(tmp_path):
+    """`pip wheel` of the repo holds every config, so `pip install .` then `musiclm train` works outside a checkout."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    repo = Path(__file__).resolve().parents[1]
+    src = tmp_path / "repo"
+    shutil.copytree(repo / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(repo / name, src / name)
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"), str(src)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    [wheel] = (tmp_path / "dist").glob("musiclm-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {p.relative_to(repo / "src").as_posix() for p in (repo / "src/musiclm/configs").rglob("*") if p.is_file()}
+    assert shipped and shipped <= names, sorted(shipped - names)
