@@ -16,6 +16,7 @@ import torch.multiprocessing as mp
 from musiclm.metrics.codec import input_dependence, mel_distance, si_sdr_db
 from musiclm.metrics.fad import FrechetAudioDistance, frechet_distance, logmel_stats_embedding
 from musiclm.metrics.mcc import MuLanCycleConsistency
+from musiclm.metrics.spectral import SpectralFlatness, spectral_flatness
 from musiclm.metrics.tempo import TempoAdherence, estimate_tempo
 
 SR = 16_000
@@ -249,3 +250,18 @@ def test_metric_state_syncs_across_two_processes(tmp_path):
     single = metric_values(slice(None))
     for rank in range(2):
         torch.testing.assert_close(torch.load(tmp_path / f"rank{rank}.pt"), single, rtol=1e-5, atol=1e-6)
+
+
+def test_spectral_flatness_orders_tone_below_hiss_and_skips_silence():
+    sr = 24_000
+    t = torch.arange(2 * sr) / sr
+    tone = sum(torch.sin(2 * math.pi * 220 * k * t) / k for k in range(1, 6))
+    hiss = 0.1 * torch.randn(2 * sr, generator=torch.Generator().manual_seed(0))
+    gap = torch.cat([torch.zeros(sr), tone[:sr]])  # the silent first half must not count as noise
+    flat = spectral_flatness(torch.stack([tone, hiss, tone + hiss, gap]), sr)
+    assert flat[0] < 1e-3 and flat[1] > 0.8 and flat[0] < flat[2] < flat[1]
+    assert flat[3] < 1e-3
+    metric = SpectralFlatness()
+    metric.update(torch.stack([tone, torch.zeros(2 * sr)]), sr)  # an all-silent clip is skipped, not NaN
+    metric.update(hiss[None], sr)
+    assert math.isclose(metric.compute().item(), (flat[0] + flat[1]).item() / 2, rel_tol=1e-4)
