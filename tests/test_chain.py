@@ -19,9 +19,12 @@ EVAL_KEYS = [
     "mulan.t2a_recall@10", "mulan.zero_shot_instrument_acc", "mulan.zero_shot_instrument_chance",
     "codec.mel_distance", "codec.si_sdr_db", "codec.kbps", "codec.opus_mel_distance", "codec.opus_si_sdr_db",
     "semantic_tokens.perplexity", "lm.semantic_val_loss", "lm.coarse_val_loss", "lm.fine_val_loss",
+    "lm.semantic_top1", "lm.coarse_top1", "lm.fine_top1",
     "generation.mcc", "generation.mcc_margin", "generation.mcc_margin_p", "generation.mcc_margin_real",
     "generation.mcc_margin_codec",
     "generation.fad_mulan", "generation.fad_logmel",
+    "generation.spectral_flatness", "generation.spectral_flatness_real",
+    "judge.instrument_family.real", "judge.drums.real", "judge.tempo.real", "judge.key_mode.real",
     "generation.adherence_tempo", "generation.adherence_tempo_chance", "generation.num_prompts",
 ]  # fmt: skip
 
@@ -34,7 +37,9 @@ def make(workdir: Path, *targets: str, check: bool = True) -> subprocess.Complet
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:
-        logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "runs" / RUN / "logs").glob("*.log")))
+        logs = "\n".join(
+            f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "runs" / RUN / "logs").glob("*.log"))
+        )
         pytest.fail(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}\n{logs}")
     return proc
 
@@ -74,7 +79,18 @@ def test_eval_report_has_every_key_as_a_number(chain: Path):
 
 def test_rerun_is_a_no_op(chain: Path):
     """Every step is a make target: a finished chain has nothing left to do."""
-    proc = make(chain, "-q", "train-mulan", "train-codec", "fit-semantic", "tokenize", "train-semantic", "train-acoustic", check=False)
+    proc = make(
+        chain,
+        "-q",
+        "train-mulan",
+        "train-codec",
+        "fit-semantic",
+        "tokenize",
+        "train-semantic",
+        "train-acoustic",
+        "train-judge",
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -97,7 +113,9 @@ def test_notebook_runs_on_the_tiny_run(chain: Path, notebook: str):
     nb = nbformat.read(ROOT / "notebooks" / notebook, as_version=4)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "outputs must be stripped in git"
     os.environ.update(
-        MUSICLM_RUN=str(chain / "runs" / RUN), MUSICLM_DATA=str(chain / "data" / "shards" / DATASET), MUSICLM_SECONDS="1"
+        MUSICLM_RUN=str(chain / "runs" / RUN),
+        MUSICLM_DATA=str(chain / "data" / "shards" / DATASET),
+        MUSICLM_SECONDS="1",
     )
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(chain)}}).execute()
     outputs = [o for c in nb.cells for o in c.get("outputs", [])]

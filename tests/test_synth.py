@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -243,3 +244,73 @@ def test_tempo_is_audible_on_drum_styles():
         clip = synth.make_clip(i, seed=2, seconds=6.0)
         bpm = clip.meta["attributes"]["tempo_bpm"]
         assert estimate_tempo(clip.audio, clip.meta["sample_rate"]) == pytest.approx(bpm, rel=0.04)
+
+
+def test_default_corpus_is_unchanged_by_prompt_kinds():
+    """Prompt kinds are opt-in: with rate 0 nothing is drawn and pieces, attributes and captions are byte for byte
+    those of the corpus before prompt kinds existed (digest of 40 draws taken from that code)."""
+    from musiclm.data.synth.kinds import draw_kind
+
+    assert all(draw_kind(0, i, 0.0) is None for i in range(100))
+    digest = hashlib.sha256()
+    for i in range(40):
+        midi, at = synth.compose(np.random.default_rng([0, i, 0]), 8.0)
+        caption, tags = synth.write_caption(at, np.random.default_rng([0, i, 0]))
+        digest.update(midi)
+        digest.update(json.dumps([at, caption, tags], sort_keys=True).encode())
+    assert digest.hexdigest() == "43bc446df1ad3b9819b8617196e29d37b0abf9c6a8a06e7d7e79e0e4b6237983"
+
+
+def note_ons(midi: bytes) -> dict[str, list[tuple[int, int, int]]]:
+    """Per track name: (tick, channel, program-or-None) of each note-on."""
+    out = {}
+    for track in read_midi(midi).tracks[1:]:
+        events = timeline(track)
+        name = events[0][1].name
+        program = next((m.program for _, m in events if m.type == "program_change"), None)
+        out[name] = [(t, m.channel, program) for t, m in events if m.type == "note_on"]
+    return out
+
+
+def test_negation_and_order_are_true_in_the_midi_and_said_in_the_caption():
+    from musiclm.data.synth.kinds import draw_kind
+
+    kinds = Counter(draw_kind(0, i, 0.5) for i in range(400))
+    assert 0.4 < kinds[None] / 400 < 0.6 and kinds["negation"] > 60 and kinds["order"] > 60
+    negated, entered = Counter(), Counter()
+    for i in range(80):
+        midi, at = synth.compose(np.random.default_rng([3, i, 0]), 6.0, ("negation", "order")[i % 2])
+        ons = note_ons(midi)
+        caption, tags = synth.write_caption(at, np.random.default_rng(i))
+        sounding = {"drums" if p is None else synth.GM[p][2] for notes in ons.values() for _, _, p in notes[:1]}
+        if "negation" in at:
+            absent = at["negation"]
+            negated[absent == "drums"] += 1
+            assert absent not in sounding and f"no {absent}" in tags and at["has_drums"] == ("drums" in sounding)
+            assert any(f"{w} {absent}" in caption for w in ("with no", "without", "no"))
+        if "order" in at:
+            order = at["order"]
+            entered[order["enters"] == "drums"] += 1
+            tempo = next(m.tempo for m in read_midi(midi).tracks[0] if m.type == "set_tempo")
+            mid_tick = order["seconds"] * 1e6 / tempo * synth.TPQ
+            late = ["drums"] if order["enters"] == "drums" else [n for n in ons if n != "melody"]
+            onsets = [t for n in late for t, _, _ in ons.get(n, [])]
+            assert onsets and min(onsets) >= mid_tick - 1, (i, order)  # silent until halfway, then playing
+            assert order["seconds"] == 3.0 and "halfway" in caption.lower()
+            assert f"{order['enters']} enter halfway" in tags
+            if order["enters"] != "drums":
+                assert order["solo"] == at["instrument_family"] != order["enters"]
+                assert "solo" in caption or "alone" in caption
+    assert len(negated) == 2 and len(entered) == 2  # drums and instrument families, both kinds
+
+
+def test_make_clip_renders_the_order_it_claims():
+    """A clip whose drums enter halfway is quieter in its first half where the drums are missing."""
+    from musiclm.data.synth.kinds import draw_kind
+
+    index = next(i for i in range(200) if draw_kind(0, i, 0.5) == "order"
+                 and "order" in synth.compose(np.random.default_rng([0, i, 0]), 4.0, "order")[1])  # fmt: skip
+    clip = synth.make_clip(index, 0, 4.0, prompt_kinds_rate=0.5)
+    assert "order" in clip.meta["attributes"] and "halfway" in clip.meta["caption"]
+    plain = synth.make_clip(index, 0, 4.0)
+    assert "order" not in plain.meta["attributes"] and plain.audio.tobytes() != clip.audio.tobytes()

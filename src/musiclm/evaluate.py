@@ -2,7 +2,8 @@
 
 Stage metrics come from each module's own validation loop (Trainer.validate with the data module the checkpoint
 was trained with), so the numbers are the ones TensorBoard shows. Generation metrics use prompts from the test
-split, whose ground-truth attributes (tempo) are known.
+split, whose ground-truth attributes (tempo) are known. The `judge.*` figures grade the same generations with judges
+that share no weights with the chain (`musiclm.judge`) and write reports/<RUN>/index.html.
 """
 
 from __future__ import annotations
@@ -15,16 +16,23 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from musiclm.artifacts import atomic_write_bytes, build_from_handoff, read_handoff, run_dir
-from musiclm.audio import crop, load_audio
+from musiclm.artifacts import atomic_write_bytes, build_from_handoff, load_model, read_handoff, run_dir
+from musiclm.audio import crop, load_audio, resample_batch
 from musiclm.data.shards import iter_tar_samples, list_shards
+from musiclm.judge import default_judges
+from musiclm.judge.prompts import kind_prompts
+from musiclm.judge.scoring import score
 from musiclm.log import save_wave_spectrogram_png
 from musiclm.metrics.fad import FrechetAudioDistance, logmel_stats_embedding
 from musiclm.metrics.mcc import MuLanCycleConsistency
+from musiclm.metrics.spectral import SpectralFlatness
 from musiclm.metrics.tempo import TempoAdherence
 from musiclm.paths import data_dir, reports_dir
 from musiclm.pipeline import MusicLM
-from musiclm.stages import STAGES
+from musiclm.report import write_report
+from musiclm.stages import LM_STAGES, STAGES
+
+TEST_CLIPS = 10_000  # the test clips eval reads at most: every one sets the judges' ceilings
 
 
 def validate_stage(run: str, stage: str, **data_overrides) -> dict[str, float]:
@@ -34,7 +42,9 @@ def validate_stage(run: str, stage: str, **data_overrides) -> dict[str, float]:
     stored = ckpt.get("datamodule_hyper_parameters", {})
     workers = min(int((stored | data_overrides).get("num_workers", 0)), 2)
     datamodule = STAGES[stage].data_class().from_hparams(stored, **(data_overrides | {"num_workers": workers}))
-    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
     [metrics] = trainer.validate(module, datamodule=datamodule, verbose=False)
     return {k: float(v) for k, v in metrics.items()}
 
@@ -60,20 +70,41 @@ def test_prompts(dataset_dir: Path, n: int) -> list[dict]:
     return out
 
 
+def generate_waves(lm: MusicLM, texts: list[str], seconds: float, batch_size: int, cfg_scale: float, seed: int,
+                   mulan_tokens: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """[N, T] generated audio; the batch starting at prompt `start` is sampled with seed + start, as eval always has.
+    `mulan_tokens` [N, Q] replace the texts' MuLan tokens."""
+    out = []
+    for start in range(0, len(texts), batch_size):
+        given = None if mulan_tokens is None else mulan_tokens[start : start + batch_size]
+        batch = texts[start : start + batch_size]
+        result = lm.generate(batch, seconds=seconds, cfg_scale=cfg_scale, seed=seed + start, progress=False,
+                             mulan_tokens=given)  # fmt: skip
+        out.append(result.waves)
+    return torch.cat(out)
+
+
+def real_waves(prompts: list[dict], sample_rate: int, length: int, mode: str = "start") -> torch.Tensor:
+    """[N, length] of the prompts' real clips at `sample_rate`."""
+    return torch.stack([torch.from_numpy(crop(load_audio(p["flac"], sample_rate), length, mode=mode)) for p in prompts])
+
+
 def evaluate_generation(
-    lm: MusicLM, prompts: list[dict], seconds: float, batch_size: int, cfg_scale: float, seed: int, plots: Path | None
+    lm: MusicLM, prompts: list[dict], generated: torch.Tensor, batch_size: int, plots: Path | None
 ) -> dict[str, float]:
+    """MuLan, FAD and tempo figures of `generated` [N, T] (row i made for prompt i)."""
     sr = lm.sample_rate
-    mcc, fad_mulan, fad_logmel, tempo = MuLanCycleConsistency(), FrechetAudioDistance(), FrechetAudioDistance(), TempoAdherence()
+    mcc, tempo = MuLanCycleConsistency(), TempoAdherence()
+    fad_mulan, fad_logmel = FrechetAudioDistance(), FrechetAudioDistance()
+    flatness, flatness_real = SpectralFlatness(), SpectralFlatness()  # notes vs noise, judged by no model of ours
     # The same margin on the real clips (the ceiling MuLan allows) and on them through the codec (what the acoustic
     # tokens can carry at best): where generation's margin sits between them says which stage loses the prompt.
     mcc_real, mcc_codec = MuLanCycleConsistency(), MuLanCycleConsistency()
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start : start + batch_size]
         texts = [p["caption"] for p in batch]
-        result = lm.generate(texts, seconds=seconds, cfg_scale=cfg_scale, seed=seed + start, progress=False)
-        fake = result.waves
-        real = torch.stack([torch.from_numpy(crop(load_audio(p["flac"], sr), fake.shape[-1], mode="start")) for p in batch])
+        fake = generated[start : start + batch_size]
+        real = real_waves(batch, sr, fake.shape[-1])
         fake_emb, real_emb = lm.embed_audio(fake), lm.embed_audio(real)
         with torch.inference_mode():
             text_emb = lm.mulan.embed_text(texts).cpu()
@@ -85,6 +116,8 @@ def evaluate_generation(
         fad_mulan.update(fake_emb, real=False)
         fad_logmel.update(logmel_stats_embedding(real, sr), real=True)
         fad_logmel.update(logmel_stats_embedding(fake, sr), real=False)
+        flatness.update(fake, sr)
+        flatness_real.update(real, sr)
         bpm = [p["meta"].get("attributes", {}).get("tempo_bpm", math.nan) for p in batch]
         tempo.update(fake, torch.tensor(bpm, dtype=torch.float64), sr)  # NaN targets are skipped one by one
         if plots is not None and start == 0:
@@ -99,14 +132,54 @@ def evaluate_generation(
         "mcc_margin_codec": float(mcc_codec.compute()["mcc_margin"]),
         "fad_mulan": float(fad_mulan.compute()),
         "fad_logmel": float(fad_logmel.compute()),
+        "spectral_flatness": float(flatness.compute()),
+        "spectral_flatness_real": float(flatness_real.compute()),
         "adherence_tempo": float(t["adherence"]),
         "adherence_tempo_chance": float(t["chance"]),
         "num_prompts": len(prompts),
     }
 
 
+def evaluate_judges(
+    run: str, lm: MusicLM, clips: list[dict], num_prompts: int, generated: torch.Tensor, num_kind_prompts: int,
+    batch_size: int, cfg_scale: float, seed: int, out_dir: Path,
+) -> dict[str, float]:  # fmt: skip
+    """The `judge.*` figures and reports/<RUN>/index.html. The first `num_prompts` test clips are the prompts
+    `generated` was made for; negation / temporal-order prompts come from the other test clips (`kind_prompts`) and
+    are generated here. Judges grade real clips (ceiling: every test clip), generations, shuffled prompts (floor),
+    the real clips through the codec and the chain prompted with the real clips' MuLan audio tokens. Real clips are
+    cut around their middle, so a change halfway through a clip is halfway through the cut too."""
+    tagger = load_model(run, "judge")
+    judges = default_judges(tagger)
+    sr, length = lm.sample_rate, generated.shape[-1]
+    seconds = length / sr
+    extra = kind_prompts(clips[num_prompts:], num_kind_prompts, seed)
+    prompts = clips[:num_prompts] + extra
+    texts = [p["caption"] for p in prompts]
+    if extra:  # a small test split may leave no clip for negation / temporal-order prompts
+        more = generate_waves(lm, texts[num_prompts:], seconds, batch_size, cfg_scale, seed + num_prompts)
+        generated = torch.cat([generated, more])
+    real = real_waves(prompts, sr, length, mode="center")
+    with torch.inference_mode():
+        tokens = lm.mulan.tokenize(resample_batch(real, sr, lm.mulan.sample_rate).to(lm.device)).cpu()
+        conditions = {"codec": torch.cat([lm.codec.reconstruct(real[i : i + batch_size]).cpu()
+                                          for i in range(0, len(real), batch_size)])}  # fmt: skip
+    conditions["audio_tokens"] = generate_waves(lm, texts, seconds, batch_size, cfg_scale, seed, mulan_tokens=tokens)
+    written = [p for p in extra if p.get("written")]  # their negation is a claim about a test clip: a ceiling item
+    ceiling_clips = real_waves(clips + written, sr, length, mode="center")
+    ceiling_attrs = [c["meta"].get("attributes") or {} for c in clips] + [
+        {"negation": p["meta"]["attributes"]["negation"]} for p in written
+    ]
+    metrics, verdicts = score(judges, sr, (ceiling_clips, ceiling_attrs), prompts, generated, conditions)
+    names = {j.attribute: j.name for j in judges}
+    page = write_report(out_dir, run_dir(run).name, metrics, texts, generated, sr, verdicts, names)
+    print(f"wrote {page}")
+    return metrics
+
+
 def evaluate(run: str, dataset: str, num_prompts: int = 32, seconds: float | None = None, batch_size: int = 8,
-             cfg_scale: float = 3.0, seed: int = 0, out: Path | None = None) -> dict:  # fmt: skip
+             cfg_scale: float = 3.0, seed: int = 0, out: Path | None = None,
+             num_kind_prompts: int = 16) -> dict:  # fmt: skip
     from musiclm.codec.evaluate import evaluate_codec
 
     dataset_dir = data_dir() / "shards" / dataset
@@ -122,12 +195,19 @@ def evaluate(run: str, dataset: str, num_prompts: int = 32, seconds: float | Non
         report[f"codec.{k}"] = float(codec[k])
     sem = validate_stage(run, "semantic_tokens", data_dir=str(dataset_dir))
     report["semantic_tokens.perplexity"] = pick(sem, "val/perplexity", "val/ppl")
-    for stage in ("semantic", "coarse", "fine"):
-        report[f"lm.{stage}_val_loss"] = pick(validate_stage(run, stage), "val/loss")
+    for stage in LM_STAGES:
+        metrics = validate_stage(run, stage)
+        report[f"lm.{stage}_val_loss"] = pick(metrics, "val/loss")
+        report[f"lm.{stage}_top1"] = pick(metrics, "val/acc")  # next-token accuracy: near 1/codebook = untrained
     lm = MusicLM.from_run(run)
     seconds = seconds or lm.coarse.hparams.window_seconds  # one coarse window
-    gen = evaluate_generation(lm, test_prompts(dataset_dir, num_prompts), seconds, batch_size, cfg_scale, seed, plots)
+    clips = test_prompts(dataset_dir, TEST_CLIPS)
+    prompts = clips[:num_prompts]
+    generated = generate_waves(lm, [p["caption"] for p in prompts], seconds, batch_size, cfg_scale, seed)
+    gen = evaluate_generation(lm, prompts, generated, batch_size, plots)
     report.update({f"generation.{k}": v for k, v in gen.items()})
+    report.update(evaluate_judges(run, lm, clips, num_prompts, generated, num_kind_prompts, batch_size, cfg_scale, seed,
+                                  plots))  # fmt: skip
     return report
 
 
@@ -141,9 +221,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cfg-scale", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--num-kind-prompts", type=int, default=16, help="negation / temporal-order prompts for the judges")
     a = p.parse_args(argv)
     out = a.out or reports_dir() / run_dir(a.run).name / "eval.json"
-    report = evaluate(a.run, a.dataset, a.num_prompts, a.seconds, a.batch_size, a.cfg_scale, a.seed, out)
+    report = evaluate(a.run, a.dataset, a.num_prompts, a.seconds, a.batch_size, a.cfg_scale, a.seed, out,
+                      a.num_kind_prompts)  # fmt: skip
     atomic_write_bytes(out, json.dumps(report, indent=1).encode())
     print(json.dumps(report, indent=1))
     print(f"wrote {out}")

@@ -64,10 +64,12 @@ class MusicLM:
         top_p: float | None = None,
         seed: int = 0,
         progress: bool = True,
+        mulan_tokens: torch.Tensor | None = None,
     ) -> Generation:
         """Sample music for a batch of prompts. `temperature` is one value or per stage (paper: semantic 1.0,
-        coarse 0.95, fine 0.4, which are the stages' own defaults when None)."""
-        temps = temperature if isinstance(temperature, dict) else {s: temperature for s in ("semantic", "coarse", "fine")}
+        coarse 0.95, fine 0.4, which are the stages' own defaults when None). `mulan_tokens` [B, Q] condition on
+        given MuLan tokens instead of the texts' (a real clip's audio tokens: the chain without MuLan's text side)."""
+        temps = temperature if isinstance(temperature, dict) else dict.fromkeys(LM_STAGES, temperature)
         sampling = dict(top_k=top_k, top_p=top_p)
         timings: dict[str, float] = {}
         bar = tqdm(total=5, desc="generate", disable=not progress, unit="stage")
@@ -80,7 +82,8 @@ class MusicLM:
             bar.update()
             return out
 
-        mulan = step("mulan", lambda: self.mulan.tokens_from_text(texts).to(self.device))
+        given = mulan_tokens
+        mulan = step("mulan", lambda: (self.mulan.tokens_from_text(texts) if given is None else given).to(self.device))
         n_sem = round(seconds * self.coarse.hparams.semantic_rate)
         semantic = step(
             "semantic",
@@ -97,7 +100,9 @@ class MusicLM:
         codes = step("fine", lambda: self.fine.generate(coarse, temperature=temps.get("fine"), seed=seed, **sampling))
         waves = step("codec", lambda: self.codec.decode(codes))
         bar.close()
-        settings = dict(seconds=seconds, cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+        settings = dict(
+            seconds=seconds, cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed
+        )
         return Generation(
             texts, waves.float().cpu(), self.sample_rate,
             {"mulan": mulan, "semantic": semantic, "coarse": coarse, "acoustic": codes}, timings, settings,
@@ -125,7 +130,7 @@ def write_outputs(lm: MusicLM, result: Generation, out_dir: Path, offset: int = 
     out_dir.mkdir(parents=True, exist_ok=True)
     sims = lm.similarity(result.texts, result.waves)
     paths = []
-    for i, (text, wave) in enumerate(zip(result.texts, result.waves)):
+    for i, (text, wave) in enumerate(zip(result.texts, result.waves, strict=True)):
         name = slug(text, offset + i)
         wav = save_audio(out_dir / f"{name}.wav", wave, result.sample_rate)
         save_wave_spectrogram_png(out_dir / f"{name}.png", wave, result.sample_rate, text)
@@ -145,14 +150,18 @@ def write_outputs(lm: MusicLM, result: Generation, out_dir: Path, offset: int = 
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="musiclm generate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="musiclm generate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--run", default="demo")
     p.add_argument("--text", action="append", default=[], help="a prompt (repeatable)")
     p.add_argument("--prompts", type=Path, help="a file with one prompt per line")
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--out", type=Path, default=None, help="default: outputs/<RUN>")
     p.add_argument("--cfg-scale", type=float, default=3.0)
-    p.add_argument("--temperature", type=float, default=None, help="one temperature for every stage (default: paper's per stage)")
+    p.add_argument(
+        "--temperature", type=float, default=None, help="one temperature for every stage (default: paper's per stage)"
+    )
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
@@ -181,7 +190,7 @@ def bench(profile: str = "demo", seconds: float = 4.0, batch: int = 4) -> dict:
     from musiclm.tokenize import profile_vocab
 
     vocab = profile_vocab(profile)
-    semantic, coarse, fine, codec = (build_stage(s, profile, vocab).eval() for s in ("semantic", "coarse", "fine", "codec"))
+    semantic, coarse, fine, codec = (build_stage(s, profile, vocab).eval() for s in (*LM_STAGES, "codec"))
     mulan = torch.randint(0, semantic.hparams.mulan_codebook_size, (batch, semantic.hparams.mulan_levels))
     timings: dict[str, float] = {}
     with torch.inference_mode():

@@ -20,6 +20,7 @@ class Stage:
     make_target: str  # the make target that produces runs/<RUN>/<name>/model.ckpt
     stream: str | None = None  # the token stream `musiclm tokenize` makes with this stage's hand-off
     reads_tokens: bool = False  # trains on token shards (so it needs `make tokenize` first)
+    chain: bool = True  # part of text-to-music (generate needs it); False for a judge, which only evaluates the chain
 
     def module_class(self) -> type:
         return load_object(self.module)
@@ -41,12 +42,15 @@ STAGES: dict[str, Stage] = {
         Stage("semantic", "musiclm.lm.module.SemanticStage", TOKEN_DATA, "train-semantic", reads_tokens=True),
         Stage("coarse", "musiclm.lm.module.CoarseStage", TOKEN_DATA, "train-acoustic", reads_tokens=True),
         Stage("fine", "musiclm.lm.module.FineStage", TOKEN_DATA, "train-acoustic", reads_tokens=True),
+        Stage("judge", "musiclm.judge.tagger.TaggerModule", AUDIO_DATA, "train-judge", chain=False),
     ]
 }
 
 # stage name -> token stream name ("mulan", "semantic", "acoustic"), in the order tokenize writes them
 TOKEN_STREAMS: dict[str, str] = {s.name: s.stream for s in STAGES.values() if s.stream is not None}
 LM_STAGES: tuple[str, ...] = tuple(s.name for s in STAGES.values() if s.reads_tokens)
+CHAIN_STAGES: tuple[str, ...] = tuple(s.name for s in STAGES.values() if s.chain)
+JUDGE_STAGES: tuple[str, ...] = tuple(s.name for s in STAGES.values() if not s.chain)
 
 
 def load_object(path: str):

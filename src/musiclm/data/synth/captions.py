@@ -68,7 +68,8 @@ def write_caption(attributes: dict, rng: np.random.Generator) -> tuple[str, list
     style = pick(STYLE_WORDS[at["style"]])
     key = pick([f"{at['key']} {at['mode']}", f"a {at['mode']} key", f"the key of {at['key']} {at['mode']}"])
     bpm = pick([f"around {at['tempo_bpm']} BPM", f"about {at['tempo_bpm']} beats per minute", f"{at['tempo_bpm']} BPM"])
-    acc = [name for name in dict.fromkeys(at["accompaniment"]) if name != lead] or [f"{lead} chords", "bass"]
+    fallback = [f"{lead} chords"] + ([] if at.get("negation") == "bass" else ["bass"])
+    acc = [name for name in dict.fromkeys(at["accompaniment"]) if name != lead] or fallback
     backing = _join(acc + (["drums"] if at["has_drums"] else []))
     drums = (
         pick(["The drums keep the beat.", "A drum kit keeps time.", "Drums drive the rhythm."])
@@ -109,6 +110,10 @@ def write_caption(attributes: dict, rng: np.random.Generator) -> tuple[str, list
         ),
     ]
     caption = _tidy(pick(plans)())
+    if "negation" in at:
+        caption = f"{caption.removesuffix('.')}, {negation_phrase(at['negation'], rng)}."
+    if "order" in at:
+        caption = f"{caption} {order_sentence(at, rng)}"
     tags = [
         family,
         lead,
@@ -121,4 +126,27 @@ def write_caption(attributes: dict, rng: np.random.Generator) -> tuple[str, list
         at["dynamics"],
     ]
     tags += ["swing"] if at.get("swing") else []
+    tags += [f"no {at['negation']}"] if "negation" in at else []
+    tags += [f"{at['order']['enters']} enter halfway"] if "order" in at else []
     return caption, list(dict.fromkeys(tags))
+
+
+def negation_phrase(absent: str, rng: np.random.Generator) -> str:
+    """"with no drums", "without piano", "no bass": what a negation prompt says is absent (`absent` is "drums" or an
+    instrument family); eval uses it to write negation prompts for real clips that lack something."""
+    forms = (f"with no {absent}", f"without {absent}", f"no {absent}")
+    return forms[int(rng.integers(len(forms)))]
+
+
+def order_sentence(attributes: dict, rng: np.random.Generator) -> str:
+    """The temporal-order claim of a clip whose `order` ground truth says what enters halfway."""
+    order, lead = attributes["order"], attributes["instrument_name"]
+    if order["enters"] == "drums":
+        forms = ("The drums enter halfway.", "Drums come in halfway through.", "Halfway through, the drums come in.")
+    else:
+        band = attributes["accompaniment"][0]  # the harmony part, whose family is order["enters"]
+        forms = (
+            f"It starts with solo {lead}; halfway through, {_a(band)} and the band come in.",
+            f"{_cap(_a(lead))} plays alone at first; halfway through, {_a(band)} and the band come in.",
+        )
+    return forms[int(rng.integers(len(forms)))]

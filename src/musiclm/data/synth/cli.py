@@ -24,13 +24,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--test-fraction", type=float, default=0.1)
     p.add_argument("--clips-per-shard", type=int, default=64)
+    p.add_argument("--prompt-kinds-rate", type=float, default=0.0,
+                   help="share of clips with a negation or temporal-order prompt, made true in the audio (default 0: "
+                   "the corpus is bit-identical to one built without this flag)")  # fmt: skip
     a = p.parse_args(argv)
     from musiclm.data.ingest import summary
 
     try:
         t0 = time.perf_counter()
         manifests = build(a.out_dir, a.num_clips, a.seconds, a.seed, a.workers, a.sample_rate, a.val_fraction,
-                          a.test_fraction, a.clips_per_shard)
+                          a.test_fraction, a.clips_per_shard, a.prompt_kinds_rate)
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from musiclm.data.synth.kinds import apply_kind
 from musiclm.data.synth.midi import METERS, TPQ, write_midi
 from musiclm.data.synth.styles import (
     DRUM,
@@ -208,8 +209,11 @@ def _swing(t: int) -> int:
     return beat * TPQ + p
 
 
-def compose(rng: np.random.Generator, seconds: float) -> tuple[bytes, dict]:
-    """Draw a style and its attributes, compose enough bars to outlast `seconds`, return (SMF bytes, attributes)."""
+def compose(rng: np.random.Generator, seconds: float, kind: str | None = None) -> tuple[bytes, dict]:
+    """Draw a style and its attributes, compose enough bars to outlast `seconds`, return (SMF bytes, attributes).
+
+    `kind` ("negation", "order", see `kinds`) edits the parts after every other draw, so kind=None composes exactly
+    what it always did."""
     style_name = str(rng.choice(list(STYLES)))
     style = STYLES[style_name]
     meter = str(rng.choice(style.meters))
@@ -287,6 +291,9 @@ def compose(rng: np.random.Generator, seconds: float) -> tuple[bytes, dict]:
         tracks.append({"name": "pad", "channel": 3, "program": pad_prog, "volume": VOLUME["pad"], "notes": pad})
     if has_drums:
         tracks.append({"name": "drums", "channel": 9, "program": None, "volume": VOLUME["drums"], "notes": drums})
+    mid = int(seconds / 2 * quarter_bpm / 60 * TPQ)
+    tracks, truth = apply_kind(kind, tracks, rng, mid, seconds / 2)
+    has_drums = any(t["name"] == "drums" for t in tracks)  # a negation may have left them out
     for t in tracks:  # nothing may sound past the end (the swing warp can move notes a little later)
         t["notes"] = [(s, min(e, total), p, v) for s, e, p, v in t["notes"] if s < total and e > s]
     midi = write_midi(tracks, quarter_bpm, meter, root, mode)
@@ -310,7 +317,7 @@ def compose(rng: np.random.Generator, seconds: float) -> tuple[bytes, dict]:
         "has_drums": bool(has_drums),
         "swing": style.swing,
     }
-    return midi, attributes
+    return midi, attributes | truth
 
 
 def tempo_bucket(bpm: float) -> str:

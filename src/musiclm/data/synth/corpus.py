@@ -14,6 +14,7 @@ import numpy as np
 from musiclm.audio import crop, encode_audio, is_silent
 from musiclm.data.synth.captions import write_caption
 from musiclm.data.synth.composer import compose
+from musiclm.data.synth.kinds import draw_kind
 from musiclm.data.synth.render import find_fluidsynth, find_soundfont, render_midi
 
 PEAK = 10 ** (-1 / 20)  # -1 dBFS
@@ -34,17 +35,26 @@ def clip_key(seed: int, index: int) -> str:
 
 
 def make_clip(
-    index: int, seed: int, seconds: float, sample_rate: int = 24_000, soundfont: str | None = None
+    index: int,
+    seed: int,
+    seconds: float,
+    sample_rate: int = 24_000,
+    soundfont: str | None = None,
+    prompt_kinds_rate: float = 0.0,
 ) -> SynthClip:
     """Compose, caption and render clip `index` of corpus `seed`; the same (seed, index) gives the same clip.
+
+    With `prompt_kinds_rate` > 0 that share of clips carries a negation or temporal-order prompt (`kinds`), true in
+    the audio; at 0 the clips are bit-identical to a corpus built before prompt kinds existed.
 
     A silent render (it should not happen, but a soundfont may lack a preset) is redone with the next attempt's draw.
     The audio is cut (or zero-padded) to exactly `seconds` and peak-normalised to -1 dBFS.
     """
     n = int(round(seconds * sample_rate))
+    kind = draw_kind(seed, index, prompt_kinds_rate)
     for attempt in range(4):
         rng = np.random.default_rng([seed, index, attempt])
-        midi, attributes = compose(rng, seconds)
+        midi, attributes = compose(rng, seconds, kind)
         audio = render_midi(midi, sample_rate, soundfont)
         if not is_silent(audio[:n]):
             break
@@ -64,9 +74,16 @@ def make_clip(
     return SynthClip(clip_key(seed, index), (audio * (PEAK / peak) if peak > 0 else audio).astype(np.float32), meta)
 
 
-def clip_samples(index: int, seed: int, seconds: float, sample_rate: int, soundfont: str | None = None) -> list[dict]:
+def clip_samples(
+    index: int,
+    seed: int,
+    seconds: float,
+    sample_rate: int,
+    soundfont: str | None = None,
+    prompt_kinds_rate: float = 0.0,
+) -> list[dict]:
     """Shard writer callback: one audio-shard sample per clip index."""
-    clip = make_clip(index, seed, seconds, sample_rate, soundfont)
+    clip = make_clip(index, seed, seconds, sample_rate, soundfont, prompt_kinds_rate)
     return [{"__key__": clip.key, "flac": encode_audio(clip.audio, sample_rate), "json": clip.meta}]
 
 
@@ -80,20 +97,23 @@ def build(
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
     clips_per_shard: int = 64,
+    prompt_kinds_rate: float = 0.0,
 ) -> dict[str, dict]:
-    """Render the corpus into out_dir/{train,val,test}/shard-*.tar (resumable); returns the manifests."""
+    """Render the corpus into out_dir/{train,val,test}/shard-*.tar (resumable); returns the manifests. The manifests
+    record `prompt_kinds_rate` only when it is set, so a default corpus keeps its manifests too."""
     from musiclm.data.shards import SPLITS, split_for_key, write_split_shards
 
     soundfont = find_soundfont()
     find_fluidsynth()
-    make = partial(clip_samples, seed=seed, seconds=seconds, sample_rate=sample_rate, soundfont=soundfont)
+    make = partial(clip_samples, seed=seed, seconds=seconds, sample_rate=sample_rate, soundfont=soundfont,
+                   prompt_kinds_rate=prompt_kinds_rate)  # fmt: skip
     extra = {
         "source": "synth",
         "seed": seed,
         "seconds": seconds,
         "sample_rate": sample_rate,
         "soundfont": Path(soundfont).name,
-    }
+    } | ({"prompt_kinds_rate": prompt_kinds_rate} if prompt_kinds_rate > 0 else {})
     manifests = {}
     for split in SPLITS:
         items = [i for i in range(num_clips) if split_for_key(clip_key(seed, i), val_fraction, test_fraction) == split]
