@@ -20,6 +20,8 @@ NUM_PROMPTS ?= 32
 # synthetic corpus size (the demo default renders in about a minute on 2 cores)
 SYNTH_CLIPS ?= 1200
 SYNTH_SECONDS ?= 8
+# share of clips with a negation or temporal-order prompt (0: the corpus is what it was before prompt kinds)
+PROMPT_KINDS_RATE ?= 0
 WORKERS ?= 2
 
 # ROOT lets the chain run in another directory: make -f /path/to/Makefile -C /scratch demo
@@ -31,12 +33,17 @@ STAMP := $(VENV)/.installed
 SHARDS := data/shards/$(DATASET)
 TOKENS := data/tokens/$(RUN)
 R := runs/$(RUN)
-TRAIN_FLAGS = --run $(RUN) --profile $(PROFILE) --trainer $(TRAINER) \
+# the LM stages' trainer precision (32-true, bf16-mixed); unset: the trainer config's. `make demo` measures the CPU
+# and sets it to bf16-mixed only where bf16 matmul is faster than fp32 here.
+LM_PRECISION ?=
+STAGE_FLAGS = --run $(RUN) --profile $(PROFILE) --trainer $(TRAINER) \
   $(if $(DEVICES),--trainer.devices=$(DEVICES)) $(if $(NODES),--trainer.num_nodes=$(NODES)) \
-  $(if $(ACCELERATOR),--trainer.accelerator=$(ACCELERATOR)) $(ARGS)
+  $(if $(ACCELERATOR),--trainer.accelerator=$(ACCELERATOR))
+TRAIN_FLAGS = $(STAGE_FLAGS) $(ARGS)
+LM_FLAGS = $(STAGE_FLAGS) $(if $(LM_PRECISION),--trainer.precision=$(LM_PRECISION)) $(ARGS)
 
 .PHONY: install test lint demo data train-mulan train-codec fit-semantic tokenize train-semantic train-acoustic \
-        generate eval bench tensorboard clean-run
+        train-judge generate eval bench tensorboard clean-run
 
 install: $(STAMP)
 
@@ -60,7 +67,8 @@ data: $(SHARDS)/train/manifest.json
 # DATASET=synth* is rendered here; any other dataset comes from `musiclm data ingest SRC data/shards/NAME`
 data/shards/%/train/manifest.json: | $(STAMP)
 	@case "$*" in synth*) ;; *) echo "no shards for DATASET=$*: build them with musiclm data ingest SRC_DIR data/shards/$*" >&2; exit 2;; esac
-	$(MUSICLM) data synth data/shards/$* --num-clips $(SYNTH_CLIPS) --seconds $(SYNTH_SECONDS) --seed 0 --workers $(WORKERS)
+	$(MUSICLM) data synth data/shards/$* --num-clips $(SYNTH_CLIPS) --seconds $(SYNTH_SECONDS) --seed 0 --workers $(WORKERS) \
+	  --prompt-kinds-rate $(PROMPT_KINDS_RATE)
 	$(MUSICLM) data check data/shards/$*
 
 # ---- stages -----------------------------------------------------------------------------------------
@@ -83,23 +91,29 @@ $(TOKENS)/train/manifest.json: $(R)/mulan/model.ckpt $(R)/codec/model.ckpt $(R)/
 
 train-semantic: $(R)/semantic/model.ckpt
 $(R)/semantic/model.ckpt: $(TOKENS)/train/manifest.json $(ROOT)/configs/semantic.yaml | $(STAMP)
-	$(MUSICLM) train semantic $(TRAIN_FLAGS) --data.data_dir=$(TOKENS) --data.run=$(RUN)
+	$(MUSICLM) train semantic $(LM_FLAGS) --data.data_dir=$(TOKENS) --data.run=$(RUN)
 
 train-acoustic: $(R)/coarse/model.ckpt $(R)/fine/model.ckpt
 $(R)/coarse/model.ckpt: $(TOKENS)/train/manifest.json $(ROOT)/configs/coarse.yaml | $(STAMP)
-	$(MUSICLM) train coarse $(TRAIN_FLAGS) --data.data_dir=$(TOKENS) --data.run=$(RUN)
+	$(MUSICLM) train coarse $(LM_FLAGS) --data.data_dir=$(TOKENS) --data.run=$(RUN)
 $(R)/fine/model.ckpt: $(TOKENS)/train/manifest.json $(ROOT)/configs/fine.yaml | $(STAMP)
-	$(MUSICLM) train fine $(TRAIN_FLAGS) --data.data_dir=$(TOKENS) --data.run=$(RUN)
+	$(MUSICLM) train fine $(LM_FLAGS) --data.data_dir=$(TOKENS) --data.run=$(RUN)
+
+# a judge of the chain, trained on the audio shards' ground truth (never on generated audio); eval reads it
+train-judge: $(R)/judge/model.ckpt
+$(R)/judge/model.ckpt: $(SHARDS)/train/manifest.json $(ROOT)/configs/judge.yaml | $(STAMP)
+	$(MUSICLM) train judge $(TRAIN_FLAGS) --data.data_dir=$(SHARDS)
 
 # ---- use --------------------------------------------------------------------------------------------
 STAGE_CKPTS := $(foreach s,mulan codec semantic_tokens semantic coarse fine,$(R)/$(s)/model.ckpt)
+JUDGE_CKPTS := $(foreach s,judge,$(R)/$(s)/model.ckpt)
 
 generate: $(STAGE_CKPTS) | $(STAMP)
 	@test -n "$(TEXT)" || { echo 'usage: make generate TEXT="a calm piano ballad" [SECONDS=10] [RUN=demo]'; exit 2; }
 	$(MUSICLM) generate --run $(RUN) --text "$(TEXT)" --seconds $(SECONDS) --out outputs/$(RUN)
 
 eval: reports/$(RUN)/eval.json
-reports/$(RUN)/eval.json: $(STAGE_CKPTS) $(TOKENS)/train/manifest.json | $(STAMP)
+reports/$(RUN)/eval.json: $(STAGE_CKPTS) $(JUDGE_CKPTS) $(TOKENS)/train/manifest.json | $(STAMP)
 	$(MUSICLM) eval --run $(RUN) --dataset $(DATASET) --num-prompts $(NUM_PROMPTS) --out $@
 
 bench: $(STAMP)
@@ -110,7 +124,8 @@ tensorboard: | $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m musiclm.demo --run $(RUN) --dataset $(DATASET) --profile $(PROFILE) --makefile $(ROOT)/Makefile \
-	  SYNTH_CLIPS=$(SYNTH_CLIPS) SYNTH_SECONDS=$(SYNTH_SECONDS) NUM_PROMPTS=$(NUM_PROMPTS) WORKERS=$(WORKERS)
+	  SYNTH_CLIPS=$(SYNTH_CLIPS) SYNTH_SECONDS=$(SYNTH_SECONDS) NUM_PROMPTS=$(NUM_PROMPTS) WORKERS=$(WORKERS) \
+	  LM_PRECISION=$(LM_PRECISION)
 
 clean-run:
 	rm -rf $(R) $(TOKENS) reports/$(RUN) outputs/$(RUN)
