@@ -91,9 +91,10 @@ def test_wheel_ships_the_configs(tmp_path):
     shutil.copytree(repo / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(repo / name, src / name)
-    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"), str(src)]
+    out = tmp_path / "dist"
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(src)]
     subprocess.run(cmd, check=True, capture_output=True)
-    [wheel] = (tmp_path / "dist").glob("musiclm-*.whl")
+    [wheel] = out.glob("musiclm-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = {p.relative_to(repo / "src").as_posix() for p in (repo / "src/musiclm/configs").rglob("*") if p.is_file()}
     assert shipped and shipped <= names, sorted(shipped - names)
