@@ -58,3 +58,13 @@ def test_cli_root_flag_reaches_the_subcommand(clean_env, tmp_path):
     cmd = [sys.executable, "-m", "musiclm.cli", "--root", str(tmp_path / "root"), "tokenize", "--run", "missing"]
     out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert out.returncode != 0 and str(tmp_path / "root" / "runs" / "missing") in out.stderr
+
+
+def test_relative_data_dirs_resolve_under_the_root(clean_env, tmp_path):
+    from musiclm.data.datamodules import AudioTextDataModule, TokenDataModule
+    from musiclm.paths import resolve
+
+    clean_env.setenv("MUSICLM_ROOT", str(tmp_path))
+    assert resolve("data/shards/synth") == tmp_path / "data/shards/synth" and resolve("/abs/x") == Path("/abs/x")
+    assert AudioTextDataModule("data/shards/synth").data_dir == tmp_path / "data/shards/synth"
+    assert TokenDataModule(str(tmp_path / "tokens")).data_dir == tmp_path / "tokens"

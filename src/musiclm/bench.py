@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from musiclm.artifacts import atomic_write_bytes
+from musiclm.paths import reports_dir
 from musiclm.stages import load_object
 
 SECTIONS = {
@@ -60,7 +61,7 @@ def machine() -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="musiclm bench", description=__doc__)
-    p.add_argument("--out", type=Path, default=Path("reports/bench.json"))
+    p.add_argument("--out", type=Path, default=None, help="default: reports/bench.json under the root")
     p.add_argument("--only", nargs="*", choices=sorted(SECTIONS), help="run these sections only")
     a = p.parse_args(argv)
     report: dict = {"machine": machine()}
@@ -76,5 +77,5 @@ def main(argv: list[str] | None = None) -> None:
             report[name] = {"error": f"{type(e).__name__}: {e}"}
         report[name]["bench_seconds"] = round(time.perf_counter() - t0, 1)
     report["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    atomic_write_bytes(a.out, json.dumps(report, indent=2).encode())
+    atomic_write_bytes(a.out or reports_dir() / "bench.json", json.dumps(report, indent=2).encode())
     print(json.dumps(report, indent=2))

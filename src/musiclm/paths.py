@@ -34,3 +34,9 @@ def reports_dir() -> Path:
 def outputs_dir() -> Path:
     """Generated audio, `<RUN>/NNN_<prompt>.wav`."""
     return root() / "outputs"
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    """A relative path (a config's `data_dir: data/shards/synth`) under the root; an absolute one as it is."""
+    p = Path(path)
+    return p if p.is_absolute() else root() / p

@@ -27,6 +27,7 @@ from musiclm.artifacts import atomic_torch_save, atomic_write_bytes, file_id, ha
 from musiclm.compat import LastCheckpoint, TrainerHookCLI
 from musiclm.config import CONFIG_ROOT, config_layers
 from musiclm.distributed import is_sharded, recover_checkpoint
+from musiclm.paths import resolve
 from musiclm.stages import STAGES
 
 
@@ -63,7 +64,7 @@ class StageCLI(TrainerHookCLI):
 
 def token_vocab(data_dir: str | None) -> dict[str, Any]:
     """The stream sizes and rates `make tokenize` recorded in the token manifest (empty for audio shards)."""
-    path = Path(data_dir or "") / "train" / "manifest.json"
+    path = resolve(data_dir or "") / "train" / "manifest.json"
     return json.loads(path.read_text()).get("vocab") or {} if path.is_file() else {}
 
 
@@ -147,7 +148,7 @@ def input_ids(cli: LightningCLI) -> dict[str, str]:
     """What a stage's checkpoints are trained from: the training shards (by their checksums, which identify the
     upstream checkpoints for token shards) and a `source` checkpoint (the semantic tokenizer's MuLan)."""
     ids = {}
-    manifest = Path(cli.datamodule.hparams.get("data_dir", "")) / "train" / "manifest.json"
+    manifest = resolve(cli.datamodule.hparams.get("data_dir", "")) / "train" / "manifest.json"
     if manifest.is_file():
         sums = "".join(s["sha256"] for s in json.loads(manifest.read_text()).get("shards", []))
         ids["data"] = hashlib.sha256(sums.encode()).hexdigest()[:16]

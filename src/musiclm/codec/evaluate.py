@@ -21,7 +21,7 @@ from musiclm.audio import AudioError, load_audio
 from musiclm.codec.module import CodecModule
 from musiclm.data.shards import iter_tar_samples, list_shards
 from musiclm.metrics.codec import mel_distance, si_sdr_db
-from musiclm.paths import reports_dir
+from musiclm.paths import reports_dir, resolve
 
 
 def clips_from_shards(split_dir: Path, sample_rate: int, max_clips: int | None, max_seconds: float) -> list[np.ndarray]:
@@ -94,6 +94,7 @@ def evaluate_codec(
         clips = clips_from_dir(Path(audio_dir), sr, max_clips, max_seconds)
     else:
         data_dir = data_dir or ckpt.get("datamodule_hyper_parameters", {}).get("data_dir", "data/shards/synth")
+        data_dir = resolve(data_dir)
         clips = clips_from_shards(Path(data_dir) / split, sr, max_clips, max_seconds)
     rows = []
     for x in clips:

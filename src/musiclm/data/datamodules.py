@@ -19,6 +19,7 @@ from musiclm.audio import AudioError, crop, load_audio
 from musiclm.data.shards import list_shards, read_manifest
 from musiclm.data.streams import collate, per_worker, shard_stream, train_seed
 from musiclm.data.tokens import check_token_freshness, collate_tokens, decode_token_sample
+from musiclm.paths import resolve
 
 CaptionMode = Literal["caption", "tags", "random"]
 
@@ -161,7 +162,7 @@ class AudioTextDataModule(ShardDataModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.data_dir = Path(data_dir)
+        self.data_dir = resolve(data_dir)  # relative to the root (musiclm --root), like every other path
 
     @property
     def clip_samples(self) -> int:
@@ -237,7 +238,7 @@ class TokenDataModule(ShardDataModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.data_dir = Path(data_dir)
+        self.data_dir = resolve(data_dir)  # relative to the root (musiclm --root), like every other path
 
     def setup(self, stage: str | None = None) -> None:
         if self.hparams.run is not None:

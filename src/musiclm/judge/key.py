@@ -23,16 +23,17 @@ def key_profiles() -> tuple[list[str], np.ndarray]:
     return names, np.stack(rows)
 
 
-def estimate_key(wave: np.ndarray, sample_rate: int) -> str:
-    """The best-correlated key of one mono clip."""
+def estimate_keys(waves: np.ndarray, sample_rate: int) -> list[str]:
+    """The best-correlated key of each mono clip of `waves` [N, T]. One constant-Q transform over the whole batch:
+    librosa builds its filterbank per call, which cost more than the transform itself clip by clip."""
     import librosa
 
-    chroma = librosa.feature.chroma_cqt(y=wave.astype(np.float32), sr=sample_rate).mean(axis=1)
+    chroma = librosa.feature.chroma_cqt(y=waves.astype(np.float32), sr=sample_rate).mean(axis=-1)  # [N, 12]
     names, profiles = key_profiles()
-    c = chroma - chroma.mean()
+    c = chroma - chroma.mean(axis=1, keepdims=True)
     p = profiles - profiles.mean(axis=1, keepdims=True)
-    corr = p @ c / (np.linalg.norm(p, axis=1) * np.linalg.norm(c) + 1e-12)
-    return names[int(np.argmax(corr))]
+    corr = c @ p.T / (np.linalg.norm(c, axis=1, keepdims=True) * np.linalg.norm(p, axis=1) + 1e-12)  # [N, 24]
+    return [names[i] for i in corr.argmax(axis=1)]
 
 
 class KeyModeJudge:
@@ -47,7 +48,7 @@ class KeyModeJudge:
         return f"{attributes['key']} {attributes['mode']}"
 
     def predict(self, waves: torch.Tensor, sample_rate: int) -> list[str]:
-        return [estimate_key(w.detach().float().cpu().numpy(), sample_rate) for w in waves]
+        return estimate_keys(waves.detach().float().cpu().numpy(), sample_rate) if len(waves) else []
 
     def matches(self, pred: str, target: str) -> bool:
         return pred == target
