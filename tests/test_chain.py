@@ -25,6 +25,8 @@ EVAL_KEYS = [
     "generation.fad_mulan", "generation.fad_logmel",
     "generation.spectral_flatness", "generation.spectral_flatness_real",
     "judge.instrument_family.real", "judge.drums.real", "judge.tempo.real", "judge.key_mode.real",
+    *(f"oracle.{o}.{k}" for o in ("semantic", "coarse", "tokens")
+      for k in ("mcc_margin", "fad_logmel", "spectral_flatness")),
     "generation.adherence_tempo", "generation.adherence_tempo_chance", "generation.num_prompts",
 ]  # fmt: skip
 
@@ -70,7 +72,7 @@ def test_eval_report_has_every_key_as_a_number(chain: Path):
     assert not missing
     for k in EVAL_KEYS:
         assert isinstance(report[k], (int, float)), k
-    finite = [k for k in EVAL_KEYS if not k.startswith("generation.adherence")]
+    finite = [k for k in EVAL_KEYS if "adherence" not in k]
     assert all(math.isfinite(report[k]) for k in finite), report
     assert report["generation.num_prompts"] == 4
     assert 0 < report["mulan.zero_shot_instrument_chance"] < 1

@@ -27,7 +27,8 @@ from musiclm.metrics.fad import FrechetAudioDistance, logmel_stats_embedding
 from musiclm.metrics.mcc import MuLanCycleConsistency
 from musiclm.metrics.spectral import SpectralFlatness
 from musiclm.metrics.tempo import TempoAdherence
-from musiclm.paths import data_dir, reports_dir
+from musiclm.oracles import oracle_waves, real_tokens
+from musiclm.paths import data_dir, reports_dir, resolve
 from musiclm.pipeline import MusicLM
 from musiclm.report import write_report
 from musiclm.stages import LM_STAGES, STAGES
@@ -177,6 +178,24 @@ def evaluate_judges(
     return metrics
 
 
+def evaluate_oracles(run: str, lm: MusicLM, prompts: list[dict], seconds: float, batch_size: int, cfg_scale: float,
+                     seed: int) -> dict[str, float]:  # fmt: skip
+    """`oracle.<stage>.*`: the generation figures with real tokens put in from that stage on (`musiclm.oracles`),
+    over the prompts whose clips the run tokenized; where they recover from `generation.*` is the limiting stage."""
+    stored = read_handoff(run, "semantic").get("datamodule_hyper_parameters", {})
+    tokens = real_tokens(resolve(stored.get("data_dir", "")), [p["key"] for p in prompts])
+    use = [p for p in prompts if p["key"] in tokens]
+    if len(use) < 2:
+        print(f"oracles: {len(use)} of {len(prompts)} prompts have token shards: no oracle.* keys")
+        return {}
+    report = {}
+    for name, waves in oracle_waves(lm, use, tokens, seconds, batch_size, cfg_scale, seed).items():
+        figures = evaluate_generation(lm, use, waves, batch_size, None)
+        for k in ("mcc_margin", "fad_mulan", "fad_logmel", "spectral_flatness", "adherence_tempo"):
+            report[f"oracle.{name}.{k}"] = figures[k]
+    return report
+
+
 def evaluate(run: str, dataset: str, num_prompts: int = 32, seconds: float | None = None, batch_size: int = 8,
              cfg_scale: float = 3.0, seed: int = 0, out: Path | None = None,
              num_kind_prompts: int = 16) -> dict:  # fmt: skip
@@ -206,6 +225,7 @@ def evaluate(run: str, dataset: str, num_prompts: int = 32, seconds: float | Non
     generated = generate_waves(lm, [p["caption"] for p in prompts], seconds, batch_size, cfg_scale, seed)
     gen = evaluate_generation(lm, prompts, generated, batch_size, plots)
     report.update({f"generation.{k}": v for k, v in gen.items()})
+    report.update(evaluate_oracles(run, lm, prompts, seconds, batch_size, cfg_scale, seed))
     report.update(evaluate_judges(run, lm, clips, num_prompts, generated, num_kind_prompts, batch_size, cfg_scale, seed,
                                   plots))  # fmt: skip
     return report
