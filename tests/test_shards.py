@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from musiclm.data.shards import (
     list_shards,
     read_manifest,
     split_for_key,
+    validate_meta,
     write_split_shards,
 )
 from tests.conftest import tone_sample
@@ -107,29 +109,82 @@ def mixed_folder(tmp_path):
     return src, table
 
 
-def test_ingest_mixed_folder(tmp_path, mixed_folder):
+def _metas(split_dir) -> list[dict]:
+    return sorted(
+        (json.loads(s["json"]) for p in list_shards(split_dir) for s in iter_tar_samples(p)),
+        key=lambda m: (m["source"], m["offset_s"]),
+    )
+
+
+def test_ingest_mixed_folder_keeps_uncaptioned_audio(tmp_path, mixed_folder):
     src, table = mixed_folder
     out = tmp_path / "shards"
     manifests = ingest.ingest(
         src, out, table, sample_rate=16_000, clip_seconds=3.0, val_fraction=0.0, test_fraction=0.0
     )
     train = manifests["train"]
-    assert train["num_samples"] == 3 + 1 + 1
-    assert train["skipped_by_reason"] == {
-        "undecodable": 1,
-        "silent": 1,
-        "too_short": 1,
-        "no_caption": 1,
-        "non_finite": 1,
-    }
-    assert read_manifest(out / "train")["num_samples"] == 5
-    samples = {s["__key__"]: json.loads(s["json"]) for p in list_shards(out / "train") for s in iter_tar_samples(p)}
-    metas = sorted(samples.values(), key=lambda m: (m["source"], m["offset_s"]))
-    assert [m["caption"] for m in metas] == ["a bright sine tone"] + ["a long tone"] * 3 + ["an 8-bit stereo tone"]
+    assert train["num_samples"] == 3 + 1 + 1 + 1
+    assert train["skipped_by_reason"] == {"undecodable": 1, "silent": 1, "too_short": 1, "non_finite": 1}
+    assert (train["num_captioned"], train["num_uncaptioned"]) == (5, 1)
+    assert train["hours_uncaptioned"] == round(2.0 / 3600, 4)
+    assert train["hours_captioned"] + train["hours_uncaptioned"] == pytest.approx(train["hours"], abs=2e-4)
+    assert read_manifest(out / "train")["num_samples"] == 6
+    metas = _metas(out / "train")
+    assert [m["caption"] for m in metas] == [
+        "a bright sine tone", "a long tone", "a long tone", "a long tone", None, "an 8-bit stereo tone"
+    ]  # fmt: skip
+    assert [m["captioned"] for m in metas] == [True, True, True, True, False, True]
     assert metas[1]["tags"] == ["tone", "long"] and metas[3]["duration"] == 1.5
-    assert all(k.isascii() and "." not in k for k in samples)
+    keys = [s["__key__"] for p in list_shards(out / "train") for s in iter_tar_samples(p)]
+    assert all(k.isascii() and "." not in k for k in keys)
     report = check_audio_shards(out)
-    assert not report["errors"] and report["splits"]["train"]["num_samples"] == 5
+    assert not report["errors"] and report["splits"]["train"]["num_samples"] == 6
+    assert report["splits"]["train"]["num_captioned"] == 5
+
+
+def test_ingest_require_captions_skips_uncaptioned_files(tmp_path, mixed_folder):
+    src, table = mixed_folder
+    train = ingest.ingest(
+        src, tmp_path / "shards", table, sample_rate=16_000, clip_seconds=3.0, val_fraction=0.0, test_fraction=0.0,
+        require_captions=True,
+    )["train"]  # fmt: skip
+    assert train["num_samples"] == 5 and train["num_uncaptioned"] == 0
+    assert train["skipped_by_reason"]["no_caption"] == 1
+    assert [s["item"] for s in train["skipped"] if s["reason"] == "no_caption"] == [str(src / "nocaption.wav")]
+
+
+def test_tags_and_folder_names_become_the_caption_when_there_is_no_text(tmp_path):
+    src = tmp_path / "music"
+    (src / "jazz" / "late_night").mkdir(parents=True)
+    for name in ("tagged.wav", "sidecar.wav", "jazz/late_night/folder.wav", "texted.wav"):
+        sf.write(src / name, _tone(16_000, 1.5), 16_000)
+    table = tmp_path / "tags.jsonl"
+    table.write_text(
+        json.dumps({"file": "tagged.wav", "genre": "ambient", "mood": "calm; dark"}) + "\n"
+        + json.dumps({"file": "texted.wav", "caption": "a flute solo", "tags": ["flute"]}) + "\n"
+    )  # fmt: skip
+    (src / "sidecar.json").write_text(json.dumps({"aspect_list": ["lo-fi", "piano"]}))
+    out = tmp_path / "shards"
+    plain = ingest.ingest(src, out / "plain", table, 16_000, 3.0, val_fraction=0.0, test_fraction=0.0)
+    captions = {Path(m["source"]).name: m["caption"] for m in _metas(out / "plain" / "train")}
+    assert captions == {
+        "tagged.wav": "ambient, calm, dark", "sidecar.wav": "lo-fi, piano", "folder.wav": None,
+        "texted.wav": "a flute solo",
+    }  # fmt: skip
+    assert plain["train"]["num_uncaptioned"] == 1
+    ingest.ingest(src, out / "folders", table, 16_000, 3.0, val_fraction=0.0, test_fraction=0.0, use_folder_tags=True)
+    metas = {Path(m["source"]).name: m for m in _metas(out / "folders" / "train")}
+    assert metas["folder.wav"]["caption"] == "jazz, late night" and metas["folder.wav"]["captioned"]
+    assert metas["texted.wav"]["caption"] == "a flute solo"  # folder tags never replace free text
+
+
+def test_validate_meta_accepts_null_captions_and_refuses_a_false_flag():
+    meta = {"caption": None, "captioned": False, "tags": [], "sample_rate": 16_000, "duration": 1.0, "source": "x"}
+    validate_meta(meta)
+    with pytest.raises(ValueError, match="captioned"):
+        validate_meta(meta | {"captioned": True})
+    with pytest.raises(ValueError, match="expected str or NoneType"):
+        validate_meta(meta | {"caption": 3})
 
 
 def test_ingest_cli_exit_codes_and_musiccaps_rows(tmp_path):
@@ -144,7 +199,7 @@ def test_ingest_cli_exit_codes_and_musiccaps_rows(tmp_path):
         run + [str(src), str(out), "--captions", str(table), "--clip-seconds", "10"], capture_output=True, text=True
     )
     assert ok.returncode == 0, ok.stderr
-    assert "kept 1 clips" in ok.stdout
+    assert "kept 1 clips" in ok.stdout and "captioned 1 clips" in ok.stdout
     meta = json.loads(next(iter_tar_samples(list_shards(out / "train")[0]))["json"])
     assert meta["duration"] == 3.0 and meta["tags"] == ["calm"]
     empty = tmp_path / "empty"
@@ -155,4 +210,4 @@ def test_ingest_cli_exit_codes_and_musiccaps_rows(tmp_path):
     check = subprocess.run(
         [sys.executable, "-m", "musiclm.cli", "data", "check", str(out)], capture_output=True, text=True
     )
-    assert check.returncode == 0 and "train: 1 clips" in check.stdout
+    assert check.returncode == 0 and "train: 1 clips (1 captioned)" in check.stdout

@@ -1,8 +1,11 @@
 """`musiclm data ingest`: a folder of the user's audio (+ captions) -> audio shards; `musiclm data check`.
 
 Captions come from a CSV/JSONL table (a `file`/`path` column, or MusicCaps' `ytid,start_s,end_s`, plus `caption`
-and optional `aspect_list`/`tags`) or from a sidecar `.txt`/`.json` next to each file. Long files are cut into clips.
-The split is a hash of the file's key, so clips of one recording never straddle train and test.
+and optional `aspect_list`/`tags`/`genre`/`mood`) or from a sidecar `.txt`/`.json` next to each file; with
+`--folder-tags` the folders a file sits in are tags too. Tags alone become the caption when there is no free text.
+Files with neither are kept as uncaptioned clips (`caption` null, `captioned` false): as in MusicLM, only MuLan
+needs text, every other stage trains on all the audio (`--require-captions` drops them instead). Long files are cut
+into clips. The split is a hash of the file's key, so clips of one recording never straddle train and test.
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ def make_key(rel_path: str) -> str:
     return f"{stem}-{hashlib.sha1(rel_path.encode()).hexdigest()[:8]}"
 
 
+TAG_FIELDS = ("aspect_list", "tags", "genre", "mood")  # table columns / sidecar keys read as tags, in this order
+
+
 def _parse_tags(value) -> tuple[str, ...]:
     if value is None or value == "":
         return ()
@@ -73,18 +79,34 @@ def read_caption_table(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def _row_tags(row: dict) -> tuple[str, ...]:
+    """Every tag field of a table row or sidecar json, in TAG_FIELDS order, without repeats."""
+    return tuple(dict.fromkeys(t for f in TAG_FIELDS for t in _parse_tags(row.get(f))))
+
+
 def _sidecar_caption(path: Path) -> tuple[str | None, tuple[str, ...]]:
     txt, js = path.with_suffix(".txt"), path.with_suffix(".json")
     if js.is_file():
         data = json.loads(js.read_text(encoding="utf-8"))
-        return data.get("caption"), _parse_tags(data.get("tags") or data.get("aspect_list"))
+        return data.get("caption"), _row_tags(data)
     if txt.is_file():
         return txt.read_text(encoding="utf-8").strip() or None, ()
     return None, ()
 
 
-def find_sources(src_dir: Path, captions: Path | None) -> list[Source]:
-    """Every audio file under src_dir with its caption (table first, then sidecar)."""
+def folder_tags(rel_path: str) -> tuple[str, ...]:
+    """The folders a file sits in, as tags (`rock/live/x.mp3` -> rock, live); underscores read as spaces."""
+    return tuple(p.replace("_", " ").strip() for p in rel_path.split("/")[:-1] if p.strip())
+
+
+def caption_from(text: str | None, tags: tuple[str, ...]) -> str | None:
+    """The free-text caption, else the tags as a comma list (MuLan learns from tag lists too), else None."""
+    text = (text or "").strip()
+    return text or (", ".join(tags) if tags else None)
+
+
+def find_sources(src_dir: Path, captions: Path | None, use_folder_tags: bool = False) -> list[Source]:
+    """Every audio file under src_dir with its caption (table first, then sidecar; tags when there is no text)."""
     files = sorted(p for p in src_dir.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
     table: dict[str, dict] = {}
     if captions is not None:
@@ -97,21 +119,23 @@ def find_sources(src_dir: Path, captions: Path | None) -> list[Source]:
         rel = p.relative_to(src_dir).as_posix()
         row = table.get(rel) or table.get(p.name) or table.get(p.stem)
         if row is not None:
-            caption, tags = row.get("caption"), _parse_tags(row.get("aspect_list") or row.get("tags"))
+            caption, tags = row.get("caption"), _row_tags(row)
         else:
             caption, tags = _sidecar_caption(p)
+        if use_folder_tags:
+            tags = tuple(dict.fromkeys(tags + folder_tags(rel)))
         start = float(row.get("start_s") or 0.0) if row else 0.0
         end = float(row["end_s"]) if row and row.get("end_s") not in (None, "") else None
-        sources.append(Source(str(p), make_key(rel), caption, tags, start, end))
+        sources.append(Source(str(p), make_key(rel), caption_from(caption, tags), tags, start, end))
     return sources
 
 
 def clip_samples(
-    src: Source, sample_rate: int, clip_seconds: float, min_seconds: float, allow_uncaptioned: bool
+    src: Source, sample_rate: int, clip_seconds: float, min_seconds: float, require_captions: bool
 ) -> list[Sample]:
     """Decode one file and cut it into clips of `clip_seconds` (a last clip shorter than `min_seconds` is dropped)."""
-    if not src.caption and not allow_uncaptioned:
-        raise NoCaptionError(f"{src.path}: no caption in the table or a sidecar .txt/.json")
+    if not src.caption and require_captions:
+        raise NoCaptionError(f"{src.path}: no caption or tags in the table or a sidecar .txt/.json")
     duration = None if src.end_s is None else src.end_s - src.start_s
     wave = load_audio(
         src.path, sample_rate, min_seconds=min_seconds, offset_seconds=src.start_s, duration_seconds=duration
@@ -123,7 +147,8 @@ def clip_samples(
         if len(clip) < min_seconds * sample_rate or is_silent(clip):
             continue
         meta = {
-            "caption": src.caption or "",
+            "caption": src.caption,
+            "captioned": src.caption is not None,
             "tags": list(src.tags),
             "sample_rate": sample_rate,
             "duration": round(len(clip) / sample_rate, 4),
@@ -149,15 +174,16 @@ def ingest(
     test_fraction: float = 0.05,
     workers: int = 1,
     files_per_shard: int = 32,
-    allow_uncaptioned: bool = False,
+    require_captions: bool = False,
+    use_folder_tags: bool = False,
 ) -> dict[str, dict]:
-    sources = find_sources(src_dir, captions)
+    sources = find_sources(src_dir, captions, use_folder_tags)
     make = partial(
         clip_samples,
         sample_rate=sample_rate,
         clip_seconds=clip_seconds,
         min_seconds=min_seconds,
-        allow_uncaptioned=allow_uncaptioned,
+        require_captions=require_captions,
     )
     manifests = {}
     for split in SPLITS:
@@ -181,8 +207,14 @@ def summary(manifests: dict[str, dict]) -> tuple[int, str]:
     for m in manifests.values():
         for r, c in m["skipped_by_reason"].items():
             reasons[r] = reasons.get(r, 0) + c
+    captioned = sum(m["num_captioned"] for m in manifests.values())
+    hours_captioned = sum(m["hours_captioned"] for m in manifests.values())
     lines = [
-        f"kept {kept} clips ({hours:.3f} h): " + ", ".join(f"{s} {m['num_samples']}" for s, m in manifests.items())
+        f"kept {kept} clips ({hours:.3f} h): " + ", ".join(f"{s} {m['num_samples']}" for s, m in manifests.items()),
+        f"captioned {captioned} clips ({hours_captioned:.3f} h), uncaptioned {kept - captioned} clips "
+        f"({hours - hours_captioned:.3f} h): " + ", ".join(
+            f"{s} {m['num_captioned']}/{m['num_uncaptioned']}" for s, m in manifests.items()
+        ),
     ]
     lines.append("skipped: " + (", ".join(f"{r} {c}" for r, c in sorted(reasons.items())) or "none"))
     for m in manifests.values():
@@ -203,13 +235,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--test-fraction", type=float, default=0.05)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--files-per-shard", type=int, default=32)
-    p.add_argument("--allow-uncaptioned", action="store_true", help="keep files without captions (codec-only data)")
+    p.add_argument(
+        "--require-captions", action="store_true",
+        help="skip files with neither caption nor tags (default: keep them as uncaptioned clips)",
+    )  # fmt: skip
+    p.add_argument("--folder-tags", action="store_true", help="the folders a file sits in are its tags")
     a = p.parse_args(argv)
     if not a.src_dir.is_dir():
         p.error(f"{a.src_dir} is not a directory")
     manifests = ingest(
         a.src_dir, a.out_dir, a.captions, a.sample_rate, a.clip_seconds, a.min_seconds,
-        a.val_fraction, a.test_fraction, a.workers, a.files_per_shard, a.allow_uncaptioned,
+        a.val_fraction, a.test_fraction, a.workers, a.files_per_shard, a.require_captions, a.folder_tags,
     )  # fmt: skip
     kept, text = summary(manifests)
     print(text)
@@ -225,7 +261,8 @@ def check_main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     report = check_audio_shards(a.dir, decode=not a.no_decode)
     for split, r in report["splits"].items():
-        print(f"{split}: {r['num_samples']} clips, {r['seconds']:.1f} s ({r['hours']} h)")
+        clips = f"{r['num_samples']} clips ({r['num_captioned']} captioned)"
+        print(f"{split}: {clips}, {r['seconds']:.1f} s ({r['hours']} h)")
     for e in report["errors"][:50]:
         print(f"ERROR {e}")
     if report["errors"]:

@@ -29,7 +29,8 @@ from musiclm.audio import AudioError, load_audio
 
 SPLITS = ("train", "val", "test")
 SHARD_NAME = "shard-{:06d}.tar"
-REQUIRED_META = {"caption": str, "tags": list, "sample_rate": int, "duration": float, "source": str}
+# `caption` is null on uncaptioned clips (music with neither text nor tags): every stage but MuLan trains on them
+REQUIRED_META = {"caption": (str, type(None)), "tags": list, "sample_rate": int, "duration": float, "source": str}
 
 Sample = dict[str, Any]  # {"__key__": str, "flac": bytes, "json": dict}
 
@@ -38,6 +39,12 @@ def split_for_key(key: str, val_fraction: float, test_fraction: float) -> str:
     """Deterministic split from a hash of the key: the same input always lands in the same split."""
     u = int.from_bytes(hashlib.sha1(key.encode()).digest()[:8], "big") / 2**64
     return "val" if u < val_fraction else "test" if u < val_fraction + test_fraction else "train"
+
+
+def is_captioned(meta: dict) -> bool:
+    """Whether a sample has text MuLan can train on: its `captioned` flag, or (shards written before the flag
+    existed) a non-empty caption."""
+    return bool(meta.get("captioned", bool(meta.get("caption"))))
 
 
 def list_shards(split_dir: str | os.PathLike) -> list[str]:
@@ -74,7 +81,10 @@ def _write_shard(job: tuple[Path, list[Any], Callable[[Any], Iterable[Sample]]])
     """Write one shard from its items; bad items are recorded, never fatal."""
     shard, items, make_samples = job
     tmp = shard.with_name(f".{shard.name}.tmp")
-    stats: dict[str, Any] = {"plan": _plan_id(items), "num_samples": 0, "seconds": 0.0, "skipped": []}
+    stats: dict[str, Any] = {
+        "plan": _plan_id(items), "num_samples": 0, "seconds": 0.0, "captioned": 0, "seconds_captioned": 0.0,
+        "skipped": [],
+    }  # fmt: skip
     keys: set[str] = set()
     with open(tmp, "wb") as f:
         with wds.TarWriter(f, mtime=0) as sink:  # fixed mtime: same input, same bytes, same checksum
@@ -94,8 +104,12 @@ def _write_shard(job: tuple[Path, list[Any], Callable[[Any], Iterable[Sample]]])
                         raise ValueError(f"duplicate key {s['__key__']} in {shard.name}")
                     keys.add(s["__key__"])
                     sink.write(_sample_bytes(s))
+                    seconds = float(s["json"].get("duration", 0.0))
                     stats["num_samples"] += 1
-                    stats["seconds"] += float(s["json"].get("duration", 0.0))
+                    stats["seconds"] += seconds
+                    if is_captioned(s["json"]):
+                        stats["captioned"] += 1
+                        stats["seconds_captioned"] += seconds
     stats["sha256"] = hashlib.sha256(tmp.read_bytes()).hexdigest()
     atomic_write_bytes(_sidecar(shard), json.dumps(stats).encode())
     os.replace(tmp, shard)
@@ -162,20 +176,30 @@ def _shard_index(path: Path) -> int:
 
 
 def write_manifest(split_dir: Path, shards: list[Path], extra: dict | None = None) -> dict:
-    """Aggregate the shards' sidecars into `manifest.json` (counts, hours, skipped with reasons, checksums)."""
+    """Aggregate the shards' sidecars into `manifest.json` (counts, hours, captioned and uncaptioned clips, skipped
+    with reasons, checksums). Sidecars written before the captioned counts existed count every clip as captioned."""
     entries, skipped = [], []
     for s in shards:
         side = json.loads(_sidecar(s).read_text())
-        entries.append(
-            {"name": s.name, "num_samples": side["num_samples"], "seconds": side["seconds"], "sha256": side["sha256"]}
-        )
+        entries.append({
+            "name": s.name, "num_samples": side["num_samples"], "seconds": side["seconds"], "sha256": side["sha256"],
+            "captioned": side.get("captioned", side["num_samples"]),
+            "seconds_captioned": side.get("seconds_captioned", side["seconds"]),
+        })  # fmt: skip
         skipped += side["skipped"]
+    total = sum(e["seconds"] for e in entries)
+    captioned = sum(e["seconds_captioned"] for e in entries)
+    num_captioned = sum(e["captioned"] for e in entries)
     manifest = {
         "split": split_dir.name,
         "num_shards": len(entries),
         "num_samples": sum(e["num_samples"] for e in entries),
-        "seconds": round(sum(e["seconds"] for e in entries), 3),
-        "hours": round(sum(e["seconds"] for e in entries) / 3600, 4),
+        "seconds": round(total, 3),
+        "hours": round(total / 3600, 4),
+        "num_captioned": num_captioned,
+        "num_uncaptioned": sum(e["num_samples"] for e in entries) - num_captioned,
+        "hours_captioned": round(captioned / 3600, 4),
+        "hours_uncaptioned": round((total - captioned) / 3600, 4),
         "skipped": skipped,
         "skipped_by_reason": dict(Counter(s["reason"] for s in skipped)),
         "shards": entries,
@@ -215,7 +239,10 @@ def validate_meta(meta: dict) -> None:
         if field not in meta:
             raise ValueError(f"json lacks '{field}'")
         if not isinstance(meta[field], typ) and not (typ is float and isinstance(meta[field], int)):
-            raise ValueError(f"json '{field}' is {type(meta[field]).__name__}, expected {typ.__name__}")
+            expected = " or ".join(t.__name__ for t in typ) if isinstance(typ, tuple) else typ.__name__
+            raise ValueError(f"json '{field}' is {type(meta[field]).__name__}, expected {expected}")
+    if "captioned" in meta and meta["captioned"] != bool(meta["caption"]):
+        raise ValueError(f"json 'captioned' is {meta['captioned']} but the caption is {meta['caption']!r}")
 
 
 def check_audio_shards(root: str | os.PathLike, decode: bool = True) -> dict:
@@ -226,7 +253,7 @@ def check_audio_shards(root: str | os.PathLike, decode: bool = True) -> dict:
         split_dir = root / split
         if not split_dir.is_dir():
             continue
-        n, seconds = 0, 0.0
+        n, captioned, seconds = 0, 0, 0.0
         for shard in list_shards(split_dir):
             for s in iter_tar_samples(shard):
                 where = f"{Path(shard).name}:{s['__key__']}"
@@ -241,12 +268,16 @@ def check_audio_shards(root: str | os.PathLike, decode: bool = True) -> dict:
                     else:
                         seconds += meta["duration"]
                     n += 1
+                    captioned += is_captioned(meta)
                 except (AudioError, ValueError) as e:
                     report["errors"].append(f"{split}/{where}: {e}")
         manifest = read_manifest(split_dir) if (split_dir / "manifest.json").exists() else None
         if manifest is not None and manifest["num_samples"] != n:
             report["errors"].append(f"{split}: manifest says {manifest['num_samples']} samples, shards hold {n}")
-        report["splits"][split] = {"num_samples": n, "hours": round(seconds / 3600, 4), "seconds": round(seconds, 2)}
+        report["splits"][split] = {
+            "num_samples": n, "num_captioned": captioned,
+            "hours": round(seconds / 3600, 4), "seconds": round(seconds, 2),
+        }  # fmt: skip
     if not report["splits"]:
         report["errors"].append(f"no split folders under {root}")
     return report
