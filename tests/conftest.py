@@ -63,3 +63,11 @@ def tone_shards(tmp_path_factory) -> Path:
 @pytest.fixture(autouse=True)
 def _threads():
     torch.set_num_threads(1)  # tests share 2 cores; one thread each keeps them predictable
+
+
+def half_captioned_sample(index: int, split: str, seconds: float, sample_rate: int) -> list[dict]:
+    """`tone_sample`, with odd indices uncaptioned as ingest writes them (no caption, no tags)."""
+    [sample] = tone_sample(index, split, seconds, sample_rate)
+    if index % 2:
+        sample["json"].update(caption=None, captioned=False, tags=[])
+    return [sample]

@@ -18,7 +18,7 @@ import torch
 
 from musiclm.artifacts import atomic_write_bytes, build_from_handoff, load_model, read_handoff, run_dir
 from musiclm.audio import crop, load_audio, resample_batch
-from musiclm.data.shards import iter_tar_samples, list_shards
+from musiclm.data.shards import NoCaptionsError, is_captioned, iter_tar_samples, list_shards
 from musiclm.judge import default_judges
 from musiclm.judge.prompts import kind_prompts
 from musiclm.judge.scoring import score
@@ -58,16 +58,29 @@ def pick(metrics: dict[str, float], *names: str) -> float:
 
 
 def test_prompts(dataset_dir: Path, n: int) -> list[dict]:
-    """The first n test clips (deterministic): caption, attributes and the real audio bytes."""
-    out = []
-    for shard in list_shards(dataset_dir / "test"):
+    """The first n captioned test clips (deterministic): caption, attributes and the real audio bytes. Uncaptioned
+    clips have no prompt to give, so they are passed over and counted."""
+    shards = list_shards(dataset_dir / "test")
+    if not shards:
+        raise FileNotFoundError(f"no test shards in {dataset_dir / 'test'}: build them with `make data`")
+    out, uncaptioned = [], 0
+    for shard in shards:
         for s in iter_tar_samples(shard):
             meta = json.loads(s["json"])
+            if not is_captioned(meta):
+                uncaptioned += 1
+                continue
             out.append({"key": s["__key__"], "caption": meta["caption"], "meta": meta, "flac": s["flac"]})
             if len(out) == n:
-                return out
+                break
+        if len(out) == n:
+            break
+    print(f"eval: {len(out)} captioned test clips as prompts ({uncaptioned} uncaptioned passed over)")
     if not out:
-        raise FileNotFoundError(f"no test shards in {dataset_dir / 'test'}: build them with `make data`")
+        raise NoCaptionsError(
+            f"{dataset_dir / 'test'} has no captioned clip: eval prompts with test captions; ingest captions "
+            "(--captions, sidecars, tags or --folder-tags) or evaluate on a captioned DATASET"
+        )
     return out
 
 
@@ -221,6 +234,7 @@ def evaluate(run: str, dataset: str, num_prompts: int = 32, seconds: float | Non
     lm = MusicLM.from_run(run)
     seconds = seconds or lm.coarse.hparams.window_seconds  # one coarse window
     clips = test_prompts(dataset_dir, TEST_CLIPS)
+    report["generation.captioned_test_clips"] = len(clips)
     prompts = clips[:num_prompts]
     generated = generate_waves(lm, [p["caption"] for p in prompts], seconds, batch_size, cfg_scale, seed)
     gen = evaluate_generation(lm, prompts, generated, batch_size, plots)

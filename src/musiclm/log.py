@@ -101,8 +101,10 @@ def log_matrix(logger, tag: str, matrix: torch.Tensor, step: int, xlabel: str = 
 
 
 def log_skipped(module: L.LightningModule, batch: dict[str, Any]) -> None:
-    """Log how many corrupt samples the loader dropped (summed over the epoch)."""
-    if "skipped" in batch:
-        module.log(
-            "data/skipped", batch["skipped"].float(), on_step=False, on_epoch=True, reduce_fx="sum", batch_size=1
-        )
+    """Log how many corrupt samples the loader dropped, and how many it left out on purpose (MuLan's uncaptioned
+    clips), summed over the epoch."""
+    for counter in ("skipped", "filtered"):
+        if counter in batch:
+            module.log(
+                f"data/{counter}", batch[counter].float(), on_step=False, on_epoch=True, reduce_fx="sum", batch_size=1
+            )

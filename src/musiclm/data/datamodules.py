@@ -16,8 +16,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from musiclm.audio import AudioError, crop, load_audio
-from musiclm.data.shards import list_shards, read_manifest
-from musiclm.data.streams import collate, per_worker, shard_stream, train_seed
+from musiclm.data.shards import NoCaptionsError, is_captioned, list_shards, read_manifest
+from musiclm.data.streams import Filtered, collate, per_worker, shard_stream, train_seed
 from musiclm.data.tokens import check_token_freshness, collate_tokens, decode_token_sample
 from musiclm.paths import resolve
 
@@ -50,6 +50,10 @@ class ShardDataModule(L.LightningDataModule):
         `seed` and `rank` seed its draws so ranks differ."""
         raise NotImplementedError
 
+    def manifest_clips(self, split: str) -> int:
+        """The clips of a split this module trains on, from its manifest: an epoch's default length."""
+        return read_manifest(self.data_dir / split)["num_samples"]
+
     def shards(self, split: str) -> list[str]:
         urls = list_shards(self.data_dir / split)
         if not urls:
@@ -68,7 +72,7 @@ class ShardDataModule(L.LightningDataModule):
         decode = self.decoder(train, seed, rank)
         epoch = None
         if train:
-            total = hp.train_epoch_clips or read_manifest(self.data_dir / split)["num_samples"]
+            total = hp.train_epoch_clips or self.manifest_clips(split)
             epoch = per_worker(total, world_size, hp.num_workers)
         return shard_stream(
             self.shards(split), decode, self.decode_errors, train=train, rank=rank, world_size=world_size,
@@ -109,11 +113,13 @@ class AudioTextDecoder:
     so workers and ranks draw different crops and caption choices (a copied RNG would make every worker identical)."""
 
     def __init__(
-        self, sample_rate: int, clip_samples: int, train: bool, caption_mode: CaptionMode, seed: int, rank: int
-    ):
+        self, sample_rate: int, clip_samples: int, train: bool, caption_mode: CaptionMode, seed: int, rank: int,
+        captioned_only: bool = False,
+    ):  # fmt: skip
         self.sample_rate, self.clip_samples = sample_rate, clip_samples
         self.train, self.caption_mode = train, caption_mode
         self.seed, self.rank = seed, rank
+        self.captioned_only = captioned_only
         self._rng: random.Random | None = None
 
     @property
@@ -126,6 +132,8 @@ class AudioTextDecoder:
 
     def __call__(self, sample: dict) -> dict[str, Any]:
         meta = json.loads(sample["json"])
+        if self.captioned_only and not is_captioned(meta):
+            raise Filtered  # before decoding the audio: an uncaptioned clip costs MuLan nothing
         wave = load_audio(sample["flac"], self.sample_rate)
         mode = "random" if self.train else "center"
         wave = crop(wave, self.clip_samples, mode, np.random.default_rng(self.rng.getrandbits(32)))
@@ -141,7 +149,9 @@ class AudioTextDataModule(ShardDataModule):
     """Audio shards (`data/shards/<DATASET>/<split>/`) -> batches {audio [B,T], text, key, meta, skipped}.
 
     `batch_size` is per device. `train_epoch_clips` sets the epoch length over all ranks (default: the train split's
-    size from its manifest), which keeps multi-node epochs equal without counting shards.
+    size from its manifest), which keeps multi-node epochs equal without counting shards. `captioned_only` (MuLan's
+    config sets it) leaves uncaptioned clips out of every split and counts them (`data/filtered`); the epoch is then
+    the captioned clips, and a split without any stops at `setup`.
     """
 
     shard_kind, build_command = "shards", "make data"
@@ -159,6 +169,7 @@ class AudioTextDataModule(ShardDataModule):
         caption_mode: CaptionMode = "random",
         train_epoch_clips: int | None = None,
         seed: int = 0,
+        captioned_only: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -168,9 +179,33 @@ class AudioTextDataModule(ShardDataModule):
     def clip_samples(self) -> int:
         return int(round(self.hparams.clip_seconds * self.hparams.sample_rate))
 
+    def manifest_clips(self, split: str) -> int:
+        manifest = read_manifest(self.data_dir / split)
+        if self.hparams.captioned_only:
+            return manifest.get("num_captioned", manifest["num_samples"])
+        return manifest["num_samples"]
+
+    def setup(self, stage: str | None = None) -> None:
+        """With `captioned_only`, stop at once on a split that has clips but no caption, rather than after an
+        endless search of the stream."""
+        if not self.hparams.captioned_only:
+            return
+        for split in {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage or "fit", ()):
+            if not (self.data_dir / split / "manifest.json").is_file():
+                continue  # the loader names the make target
+            manifest = read_manifest(self.data_dir / split)
+            if manifest["num_samples"] and not manifest.get("num_captioned", manifest["num_samples"]):
+                raise NoCaptionsError(
+                    f"{self.data_dir / split} has {manifest['num_samples']} clips and none with a caption: MuLan "
+                    "trains on text. Add captions (re-run `musiclm data ingest SRC OUT --captions table.csv`, a "
+                    ".txt/.json beside each file, tags, or --folder-tags) or train MuLan on a captioned DATASET "
+                    "(e.g. DATASET=synth+mine)"
+                )
+
     def decoder(self, train: bool, seed: int, rank: int) -> AudioTextDecoder:
+        hp = self.hparams
         return AudioTextDecoder(
-            self.hparams.sample_rate, self.clip_samples, train, self.hparams.caption_mode, seed, rank
+            hp.sample_rate, self.clip_samples, train, hp.caption_mode, seed, rank, hp.captioned_only
         )
 
 

@@ -41,6 +41,10 @@ def split_for_key(key: str, val_fraction: float, test_fraction: float) -> str:
     return "val" if u < val_fraction else "test" if u < val_fraction + test_fraction else "train"
 
 
+class NoCaptionsError(ValueError):
+    """Clips were needed with captions (MuLan's training, eval's prompts) and the split has none."""
+
+
 def is_captioned(meta: dict) -> bool:
     """Whether a sample has text MuLan can train on: its `captioned` flag, or (shards written before the flag
     existed) a non-empty caption."""

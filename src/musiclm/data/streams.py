@@ -36,22 +36,34 @@ def split_samples(rank: int, world_size: int) -> Callable[[Iterator[dict]], Iter
     return _split
 
 
+class Filtered(Exception):
+    """Raised by a decoder to leave a good sample out on purpose (MuLan's uncaptioned clips): counted apart from
+    corrupt samples."""
+
+
+COUNTERS = ("skipped", "filtered")  # per-sample counters that `collate` sums into the batch
+
+
 def skip_bad(decode: Callable[[dict], dict | None], errors: tuple[type[BaseException], ...]) -> Callable:
-    """Apply `decode`, dropping samples that fail with `errors` (or return None); the number dropped since the
-    previous sample rides along in `sample["skipped"]` so the module can log it."""
+    """Apply `decode`, dropping samples that fail with `errors` (or return None) and those it `Filtered` out; the
+    numbers dropped since the previous sample ride along in `sample["skipped"]` and `sample["filtered"]` so the
+    module can log them."""
 
     def _stage(samples: Iterator[dict]) -> Iterator[dict]:
-        dropped = 0
+        dropped = filtered = 0
         for raw in samples:
             try:
                 out = decode(raw)
+            except Filtered:
+                filtered += 1
+                continue
             except errors:
                 out = None
             if out is None:
                 dropped += 1
                 continue
-            out["skipped"] = dropped
-            dropped = 0
+            out["skipped"], out["filtered"] = dropped, filtered
+            dropped = filtered = 0
             yield out
 
     return _stage
@@ -100,7 +112,7 @@ def collate(samples: list[dict]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k in samples[0]:
         values = [s[k] for s in samples]
-        if k == "skipped":
+        if k in COUNTERS:
             out[k] = torch.tensor(sum(values))
         elif isinstance(values[0], torch.Tensor):
             out[k] = torch.stack(values)
