@@ -9,6 +9,8 @@ SHELL := /bin/bash
 RUN ?= demo
 PROFILE ?= demo
 DATASET ?= synth
+# several datasets train as one: DATASET=synth+mine; DATASET_WEIGHTS=1,3 samples them 1:3 (default: by clip count)
+DATASET_WEIGHTS ?=
 TRAINER ?= cpu
 DEVICES ?=
 NODES ?=
@@ -31,6 +33,7 @@ PY := $(VENV)/bin/python
 MUSICLM := $(PY) -m musiclm.cli
 STAMP := $(VENV)/.installed
 SHARDS := data/shards/$(DATASET)
+SHARD_MANIFESTS := $(foreach d,$(subst +, ,$(DATASET)),data/shards/$(d)/train/manifest.json)
 TOKENS := data/tokens/$(RUN)
 R := runs/$(RUN)
 # the LM stages' trainer precision (32-true, bf16-mixed); unset: the trainer config's. `make demo` measures the CPU
@@ -39,8 +42,9 @@ LM_PRECISION ?=
 STAGE_FLAGS = --run $(RUN) --profile $(PROFILE) --trainer $(TRAINER) \
   $(if $(DEVICES),--trainer.devices=$(DEVICES)) $(if $(NODES),--trainer.num_nodes=$(NODES)) \
   $(if $(ACCELERATOR),--trainer.accelerator=$(ACCELERATOR))
-TRAIN_FLAGS = $(STAGE_FLAGS) $(ARGS)
-LM_FLAGS = $(STAGE_FLAGS) $(if $(LM_PRECISION),--trainer.precision=$(LM_PRECISION)) $(ARGS)
+WEIGHT_FLAGS = $(if $(DATASET_WEIGHTS),--data.weights=[$(DATASET_WEIGHTS)])
+TRAIN_FLAGS = $(STAGE_FLAGS) $(WEIGHT_FLAGS) $(ARGS)
+LM_FLAGS = $(STAGE_FLAGS) $(if $(LM_PRECISION),--trainer.precision=$(LM_PRECISION)) $(WEIGHT_FLAGS) $(ARGS)
 
 .PHONY: install test lint demo data train-mulan train-codec fit-semantic tokenize train-semantic train-acoustic \
         train-judge generate eval bench tensorboard clean-run
@@ -62,9 +66,10 @@ lint: $(STAMP)
 	cd $(ROOT) && $(VENV)/bin/ruff check src tests
 
 # ---- data -------------------------------------------------------------------------------------------
-data: $(SHARDS)/train/manifest.json
+data: $(SHARD_MANIFESTS)
 
 # DATASET=synth* is rendered here; any other dataset comes from `musiclm data ingest SRC data/shards/NAME`
+# (DATASET=synth+mine renders synth and expects mine ingested)
 data/shards/%/train/manifest.json: | $(STAMP)
 	@case "$*" in synth*) ;; *) echo "no shards for DATASET=$*: build them with musiclm data ingest SRC_DIR data/shards/$*" >&2; exit 2;; esac
 	$(MUSICLM) data synth data/shards/$* --num-clips $(SYNTH_CLIPS) --seconds $(SYNTH_SECONDS) --seed 0 --workers $(WORKERS) \
@@ -73,12 +78,12 @@ data/shards/%/train/manifest.json: | $(STAMP)
 
 # ---- stages -----------------------------------------------------------------------------------------
 train-mulan: $(R)/mulan/model.ckpt
-$(R)/mulan/model.ckpt: $(SHARDS)/train/manifest.json $(ROOT)/configs/mulan.yaml | $(STAMP)
+$(R)/mulan/model.ckpt: $(SHARD_MANIFESTS) $(ROOT)/configs/mulan.yaml | $(STAMP)
 	$(MUSICLM) train mulan $(TRAIN_FLAGS) --data.data_dir=$(SHARDS)
 	$(MUSICLM) mulan fit-quantizer --run $(RUN)
 
 train-codec: $(R)/codec/model.ckpt
-$(R)/codec/model.ckpt: $(SHARDS)/train/manifest.json $(ROOT)/configs/codec.yaml | $(STAMP)
+$(R)/codec/model.ckpt: $(SHARD_MANIFESTS) $(ROOT)/configs/codec.yaml | $(STAMP)
 	$(MUSICLM) train codec $(TRAIN_FLAGS) --data.data_dir=$(SHARDS)
 
 fit-semantic: $(R)/semantic_tokens/model.ckpt
@@ -101,7 +106,7 @@ $(R)/fine/model.ckpt: $(TOKENS)/train/manifest.json $(ROOT)/configs/fine.yaml | 
 
 # a judge of the chain, trained on the audio shards' ground truth (never on generated audio); eval reads it
 train-judge: $(R)/judge/model.ckpt
-$(R)/judge/model.ckpt: $(SHARDS)/train/manifest.json $(ROOT)/configs/judge.yaml | $(STAMP)
+$(R)/judge/model.ckpt: $(SHARD_MANIFESTS) $(ROOT)/configs/judge.yaml | $(STAMP)
 	$(MUSICLM) train judge $(TRAIN_FLAGS) --data.data_dir=$(SHARDS)
 
 # ---- use --------------------------------------------------------------------------------------------

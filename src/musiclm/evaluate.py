@@ -28,7 +28,7 @@ from musiclm.metrics.mcc import MuLanCycleConsistency
 from musiclm.metrics.spectral import SpectralFlatness
 from musiclm.metrics.tempo import TempoAdherence
 from musiclm.oracles import oracle_waves, real_tokens
-from musiclm.paths import data_dir, reports_dir, resolve
+from musiclm.paths import data_dir, dataset_dirs, reports_dir, resolve
 from musiclm.pipeline import MusicLM
 from musiclm.report import write_report
 from musiclm.stages import LM_STAGES, STAGES
@@ -60,7 +60,7 @@ def pick(metrics: dict[str, float], *names: str) -> float:
 def test_prompts(dataset_dir: Path, n: int) -> list[dict]:
     """The first n captioned test clips (deterministic): caption, attributes and the real audio bytes. Uncaptioned
     clips have no prompt to give, so they are passed over and counted."""
-    shards = list_shards(dataset_dir / "test")
+    shards = [s for d in dataset_dirs(dataset_dir) for s in list_shards(d / "test")]
     if not shards:
         raise FileNotFoundError(f"no test shards in {dataset_dir / 'test'}: build them with `make data`")
     out, uncaptioned = [], 0

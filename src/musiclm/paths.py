@@ -40,3 +40,12 @@ def resolve(path: str | os.PathLike) -> Path:
     """A relative path (a config's `data_dir: data/shards/synth`) under the root; an absolute one as it is."""
     p = Path(path)
     return p if p.is_absolute() else root() / p
+
+
+def dataset_dirs(spec: str | os.PathLike | list) -> list[Path]:
+    """Several datasets read as one: `data/shards/synth+mine` (the `+` joins names in the last path component, as
+    `make DATASET=synth+mine` writes it) or a list of folders. Paths come back as given (resolve them for use)."""
+    if isinstance(spec, (list, tuple)):
+        return [Path(s) for s in spec]
+    p = Path(spec)
+    return [p.with_name(name) for name in p.name.split("+")] if "+" in p.name else [p]

@@ -25,7 +25,7 @@ from musiclm.audio import AudioError, load_audio, resample_batch
 from musiclm.contracts import TokenProducer, stream_spec
 from musiclm.data.shards import SPLITS, iter_tar_samples, list_shards, write_split_shards
 from musiclm.data.tokens import TOKEN_STAGES, current_ids, token_sample
-from musiclm.paths import data_dir
+from musiclm.paths import data_dir, dataset_dirs
 from musiclm.stages import TOKEN_STREAMS
 
 
@@ -93,7 +93,12 @@ def tokenize_shard(job: TokenJob, run: str, batch_size: int, threads: int) -> li
     return out
 
 
-def tokenize(run: str, dataset_dir: Path, out_dir: Path, splits=SPLITS, workers: int = 1, batch_size: int = 16) -> dict:
+def tokenize(run: str, dataset_dir: Path | list[Path], out_dir: Path, splits=SPLITS, workers: int = 1,
+             batch_size: int = 16) -> dict:  # fmt: skip
+    """Token shards of every clip (captioned or not: the LM stages condition on MuLan *audio* tokens) of one audio
+    dataset, or of several (a list, or `synth+mine`) into one folder whose manifest records which token shards came
+    from which (`datasets`), so the LM stages can weight them."""
+    dirs = dataset_dir if isinstance(dataset_dir, list) else dataset_dirs(dataset_dir)
     ids = current_ids(run)
     missing = [s for s in TOKEN_STAGES if s not in ids]
     if missing:
@@ -101,16 +106,20 @@ def tokenize(run: str, dataset_dir: Path, out_dir: Path, splits=SPLITS, workers:
     ids_text = json.dumps(ids, sort_keys=True)
     manifests, sizes = {}, vocab(models(str(run)))
     for split in splits:
-        jobs = [TokenJob(s, ids_text) for s in list_shards(dataset_dir / split)]
+        jobs, datasets = [], []
+        for d in dirs:
+            shards = list_shards(d / split)
+            datasets.append({"audio_dir": str(d / split), "first": len(jobs), "count": len(shards)})
+            jobs += [TokenJob(s, ids_text) for s in shards]
         if not jobs:
-            raise FileNotFoundError(f"no audio shards in {dataset_dir / split}: build them with `make data`")
+            where = ", ".join(str(d / split) for d in dirs)
+            raise FileNotFoundError(f"no audio shards in {where}: build them with `make data`")
         threads = max(1, (os.cpu_count() or 1) // max(1, workers))
         make = functools.partial(tokenize_shard, run=str(run), batch_size=batch_size, threads=threads)
+        where = {"audio_dir": str(dirs[0] / split)} if len(dirs) == 1 else {"datasets": datasets}
         manifests[split] = write_split_shards(
             out_dir, split, jobs, make, items_per_shard=1, workers=workers,
-            extra_manifest={
-                "checkpoint_ids": ids, "audio_dir": str(dataset_dir / split), "run": str(run), "vocab": sizes,
-            },
+            extra_manifest={"checkpoint_ids": ids, **where, "run": str(run), "vocab": sizes},
         )  # fmt: skip
     return manifests
 
@@ -118,7 +127,7 @@ def tokenize(run: str, dataset_dir: Path, out_dir: Path, splits=SPLITS, workers:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="musiclm tokenize", description=__doc__)
     p.add_argument("--run", default="demo")
-    p.add_argument("--dataset", default="synth", help="audio shards under data/shards/<DATASET>")
+    p.add_argument("--dataset", default="synth", help="audio shards under data/shards/<DATASET> (synth+mine: both)")
     p.add_argument("--out", type=Path, default=None, help="default: data/tokens/<RUN>")
     p.add_argument("--splits", nargs="+", default=list(SPLITS))
     p.add_argument("--workers", type=int, default=1)

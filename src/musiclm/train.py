@@ -27,7 +27,7 @@ from musiclm.artifacts import atomic_torch_save, atomic_write_bytes, file_id, ha
 from musiclm.compat import LastCheckpoint, TrainerHookCLI
 from musiclm.config import CONFIG_ROOT, config_layers
 from musiclm.distributed import is_sharded, recover_checkpoint
-from musiclm.paths import resolve
+from musiclm.paths import dataset_dirs, resolve
 from musiclm.stages import STAGES
 
 
@@ -148,9 +148,10 @@ def input_ids(cli: LightningCLI) -> dict[str, str]:
     """What a stage's checkpoints are trained from: the training shards (by their checksums, which identify the
     upstream checkpoints for token shards) and a `source` checkpoint (the semantic tokenizer's MuLan)."""
     ids = {}
-    manifest = resolve(cli.datamodule.hparams.get("data_dir", "")) / "train" / "manifest.json"
-    if manifest.is_file():
-        sums = "".join(s["sha256"] for s in json.loads(manifest.read_text()).get("shards", []))
+    dirs = dataset_dirs(cli.datamodule.hparams.get("data_dir", ""))
+    manifests = [resolve(d) / "train" / "manifest.json" for d in dirs]
+    if all(m.is_file() for m in manifests):  # several datasets (synth+mine): all of their shards
+        sums = "".join(s["sha256"] for m in manifests for s in json.loads(m.read_text()).get("shards", []))
         ids["data"] = hashlib.sha256(sums.encode()).hexdigest()[:16]
     source = cli.model.hparams.get("source")
     if source and Path(source).is_file():

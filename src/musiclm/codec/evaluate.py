@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 from pathlib import Path
 
@@ -21,19 +22,24 @@ from musiclm.audio import AudioError, load_audio
 from musiclm.codec.module import CodecModule
 from musiclm.data.shards import iter_tar_samples, list_shards
 from musiclm.metrics.codec import mel_distance, si_sdr_db
-from musiclm.paths import reports_dir, resolve
+from musiclm.paths import dataset_dirs, reports_dir, resolve
 
 
-def clips_from_shards(split_dir: Path, sample_rate: int, max_clips: int | None, max_seconds: float) -> list[np.ndarray]:
+def clips_from_shards(split_dirs: list[Path], sample_rate: int, max_clips: int | None,
+                      max_seconds: float) -> list[np.ndarray]:  # fmt: skip
+    """The first clips of a split; of several datasets' splits, an equal share of `max_clips` from each."""
     out = []
-    for shard in list_shards(split_dir):
-        for s in iter_tar_samples(shard):
+    quota = math.ceil(max_clips / len(split_dirs)) if max_clips else None
+    for split_dir in split_dirs:
+        taken = 0
+        for s in (s for shard in list_shards(split_dir) for s in iter_tar_samples(shard)):
+            if quota and taken == quota:
+                break
             out.append(load_audio(s["flac"], sample_rate, duration_seconds=max_seconds))
-            if max_clips and len(out) == max_clips:
-                return out
+            taken += 1
     if not out:
-        raise FileNotFoundError(f"no shards in {split_dir}: build them with `make data`")
-    return out
+        raise FileNotFoundError(f"no shards in {', '.join(map(str, split_dirs))}: build them with `make data`")
+    return out[:max_clips] if max_clips else out
 
 
 def clips_from_dir(audio_dir: Path, sample_rate: int, max_clips: int | None, max_seconds: float) -> list[np.ndarray]:
@@ -94,8 +100,7 @@ def evaluate_codec(
         clips = clips_from_dir(Path(audio_dir), sr, max_clips, max_seconds)
     else:
         data_dir = data_dir or ckpt.get("datamodule_hyper_parameters", {}).get("data_dir", "data/shards/synth")
-        data_dir = resolve(data_dir)
-        clips = clips_from_shards(Path(data_dir) / split, sr, max_clips, max_seconds)
+        clips = clips_from_shards([resolve(d) / split for d in dataset_dirs(data_dir)], sr, max_clips, max_seconds)
     rows = []
     for x in clips:
         ref = torch.from_numpy(x)

@@ -17,22 +17,24 @@ from torch.utils.data import DataLoader
 
 from musiclm.audio import AudioError, crop, load_audio
 from musiclm.data.shards import NoCaptionsError, is_captioned, list_shards, read_manifest
-from musiclm.data.streams import Filtered, collate, per_worker, shard_stream, train_seed
+from musiclm.data.streams import Filtered, collate, mixed_stream, per_worker, shard_stream, train_seed
 from musiclm.data.tokens import check_token_freshness, collate_tokens, decode_token_sample
-from musiclm.paths import resolve
+from musiclm.paths import dataset_dirs, resolve
 
 CaptionMode = Literal["caption", "tags", "random"]
 
 
 class ShardDataModule(L.LightningDataModule):
-    """Batches from webdataset shards in `data_dir/<split>/`: train streams resampled for an epoch of
-    `train_epoch_clips` (default: the train manifest's size) over all ranks, val/test read once and split over ranks.
+    """Batches from webdataset shards in `<data dir>/<split>/`: train streams resampled for an epoch of
+    `train_epoch_clips` (default: the train manifests' size) over all ranks, val/test read once and split over ranks.
+    Several datasets (`sources`) train as one stream, each drawn with its `weights` entry (default: its clip count,
+    i.e. the plain union); val/test read all of them once.
 
-    Subclasses set `data_dir` and save their own hyperparameters (`batch_size`, `num_workers`, `shuffle_buffer`,
-    `train_epoch_clips`, `seed`), and provide the per-sample decoder; the stored hyperparameters are what a hand-off
-    records, so each subclass keeps its own constructor."""
+    Subclasses set `data_dirs` and save their own hyperparameters (`batch_size`, `num_workers`, `shuffle_buffer`,
+    `train_epoch_clips`, `seed`, `weights`), and provide the per-sample decoder; the stored hyperparameters are what
+    a hand-off records, so each subclass keeps its own constructor."""
 
-    data_dir: Path
+    data_dirs: list[Path]
     shard_kind: ClassVar[str]  # "token shards", ...: names what is missing in the error message
     build_command: ClassVar[str]  # the command that builds the shards
     decode_errors: ClassVar[tuple[type[BaseException], ...]]  # a sample failing with these is dropped and counted
@@ -50,17 +52,33 @@ class ShardDataModule(L.LightningDataModule):
         `seed` and `rank` seed its draws so ranks differ."""
         raise NotImplementedError
 
-    def manifest_clips(self, split: str) -> int:
-        """The clips of a split this module trains on, from its manifest: an epoch's default length."""
-        return read_manifest(self.data_dir / split)["num_samples"]
+    def manifest_clips(self, manifest: dict) -> int:
+        """The clips of a split's manifest this module reads: an epoch's length and a dataset's default weight."""
+        return manifest["num_samples"]
+
+    def sources(self, split: str) -> list[tuple[list[str], int]]:
+        """(shard URLs, clips this module reads) of each dataset in the split: one per data dir."""
+        return [(list_shards(d / split), self.manifest_clips(read_manifest(d / split))) for d in self.data_dirs]
 
     def shards(self, split: str) -> list[str]:
-        urls = list_shards(self.data_dir / split)
+        urls = [u for d in self.data_dirs for u in list_shards(d / split)]
         if not urls:
-            raise FileNotFoundError(
-                f"no {self.shard_kind} in {self.data_dir / split}: build them with `{self.build_command}`"
-            )
+            where = ", ".join(str(d / split) for d in self.data_dirs)
+            raise FileNotFoundError(f"no {self.shard_kind} in {where}: build them with `{self.build_command}`")
         return urls
+
+    def train_groups(self) -> tuple[list[list[str]], list[float], int]:
+        """The train split's datasets with something to read: shard URLs, sampling weights, and their clips."""
+        self.shards("train")  # a clear error when nothing is built
+        sources = self.sources("train")
+        weights = self.hparams.weights
+        if weights is not None and len(weights) != len(sources):
+            raise ValueError(f"data.weights has {len(weights)} entries for {len(sources)} datasets ({self.data_dirs})")
+        weights = [float(c) for _, c in sources] if weights is None else [float(w) for w in weights]
+        kept = [(urls, w, c) for (urls, c), w in zip(sources, weights, strict=True) if urls and c and w > 0]
+        if not kept:
+            raise ValueError(f"nothing to train on in {self.data_dirs}: every dataset is empty or weighted 0")
+        return [u for u, _, _ in kept], [w for _, w, _ in kept], sum(c for _, _, c in kept)
 
     def _rank(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -70,13 +88,14 @@ class ShardDataModule(L.LightningDataModule):
         hp, train = self.hparams, split == "train"
         seed = train_seed(hp.seed, self.trainer) if train else hp.seed
         decode = self.decoder(train, seed, rank)
-        epoch = None
-        if train:
-            total = hp.train_epoch_clips or self.manifest_clips(split)
-            epoch = per_worker(total, world_size, hp.num_workers)
-        return shard_stream(
-            self.shards(split), decode, self.decode_errors, train=train, rank=rank, world_size=world_size,
-            shuffle_buffer=hp.shuffle_buffer, seed=seed, samples_per_worker=epoch,
+        if not train:
+            return shard_stream(self.shards(split), decode, self.decode_errors, train=False, rank=rank,
+                                world_size=world_size)  # fmt: skip
+        groups, weights, clips = self.train_groups()
+        epoch = per_worker(hp.train_epoch_clips or clips, world_size, hp.num_workers)
+        return mixed_stream(
+            groups, weights, decode, self.decode_errors, rank=rank, shuffle_buffer=hp.shuffle_buffer, seed=seed,
+            samples_per_worker=epoch,
         )  # fmt: skip
 
     def loader(self, split: str) -> DataLoader:
@@ -160,7 +179,7 @@ class AudioTextDataModule(ShardDataModule):
 
     def __init__(
         self,
-        data_dir: str = "data/shards/synth",
+        data_dir: str | list[str] = "data/shards/synth",
         sample_rate: int = 24_000,
         clip_seconds: float = 10.0,
         batch_size: int = 8,
@@ -170,17 +189,17 @@ class AudioTextDataModule(ShardDataModule):
         train_epoch_clips: int | None = None,
         seed: int = 0,
         captioned_only: bool = False,
+        weights: list[float] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.data_dir = resolve(data_dir)  # relative to the root (musiclm --root), like every other path
+        self.data_dirs = [resolve(d) for d in dataset_dirs(data_dir)]  # under the root, like every other path
 
     @property
     def clip_samples(self) -> int:
         return int(round(self.hparams.clip_seconds * self.hparams.sample_rate))
 
-    def manifest_clips(self, split: str) -> int:
-        manifest = read_manifest(self.data_dir / split)
+    def manifest_clips(self, manifest: dict) -> int:
         if self.hparams.captioned_only:
             return manifest.get("num_captioned", manifest["num_samples"])
         return manifest["num_samples"]
@@ -191,12 +210,14 @@ class AudioTextDataModule(ShardDataModule):
         if not self.hparams.captioned_only:
             return
         for split in {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage or "fit", ()):
-            if not (self.data_dir / split / "manifest.json").is_file():
+            manifests = [d / split / "manifest.json" for d in self.data_dirs]
+            if not all(m.is_file() for m in manifests):
                 continue  # the loader names the make target
-            manifest = read_manifest(self.data_dir / split)
-            if manifest["num_samples"] and not manifest.get("num_captioned", manifest["num_samples"]):
+            clips = sum(read_manifest(m.parent)["num_samples"] for m in manifests)
+            if clips and not sum(self.manifest_clips(read_manifest(m.parent)) for m in manifests):
+                where = " + ".join(str(d / split) for d in self.data_dirs)
                 raise NoCaptionsError(
-                    f"{self.data_dir / split} has {manifest['num_samples']} clips and none with a caption: MuLan "
+                    f"{where} has {clips} clips and none with a caption: MuLan "
                     "trains on text. Add captions (re-run `musiclm data ingest SRC OUT --captions table.csv`, a "
                     ".txt/.json beside each file, tags, or --folder-tags) or train MuLan on a captioned DATASET "
                     "(e.g. DATASET=synth+mine)"
@@ -270,10 +291,24 @@ class TokenDataModule(ShardDataModule):
         shuffle_buffer: int = 512,
         train_epoch_clips: int | None = None,
         seed: int = 0,
+        weights: list[float] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
         self.data_dir = resolve(data_dir)  # relative to the root (musiclm --root), like every other path
+        self.data_dirs = [self.data_dir]
+
+    def sources(self, split: str) -> list[tuple[list[str], int]]:
+        """Tokens of several audio datasets share one folder; the manifest says which shards came from which
+        (`datasets`), so each keeps its own weight."""
+        manifest = read_manifest(self.data_dir / split)
+        urls = list_shards(self.data_dir / split)
+        ranges = manifest.get("datasets") or [{"first": 0, "count": len(urls)}]
+        counts = [e["num_samples"] for e in manifest["shards"]]
+        return [
+            (urls[r["first"] : r["first"] + r["count"]], sum(counts[r["first"] : r["first"] + r["count"]]))
+            for r in ranges
+        ]
 
     def setup(self, stage: str | None = None) -> None:
         if self.hparams.run is not None:

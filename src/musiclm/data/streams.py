@@ -10,7 +10,9 @@ the shard count.
 
 from __future__ import annotations
 
+import itertools
 import math
+import random
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -93,6 +95,50 @@ def shard_stream(
         pipe = wds.DataPipeline(*stages)
         return pipe.with_epoch(samples_per_worker) if samples_per_worker else pipe
     return wds.DataPipeline(wds.SimpleShardList(urls), read, split_samples(rank, world_size), skip_bad(decode, errors))
+
+
+class WeightedMix(torch.utils.data.IterableDataset):
+    """Several endless training streams (one per dataset) as one: each sample comes from stream i with probability
+    weights[i] / sum(weights), drawn from an RNG seeded by (seed, rank, worker, epoch) like the streams themselves,
+    for `samples_per_worker` samples an epoch."""
+
+    def __init__(self, streams: list[wds.DataPipeline], weights: list[float], seed: int, rank: int,
+                 samples_per_worker: int | None):  # fmt: skip
+        super().__init__()
+        self.streams, self.weights = streams, weights
+        self.seed, self.rank, self.samples_per_worker = seed, rank, samples_per_worker
+        self.epoch = 0  # persistent loader workers keep it, so each epoch draws anew
+
+    def __iter__(self) -> Iterator[dict]:
+        self.epoch += 1
+        worker, _ = _worker()
+        rng = random.Random(hash((self.seed, self.rank, worker, self.epoch)))
+        sources = [iter(s) for s in self.streams]
+        picks = range(len(sources))
+        for _ in itertools.count() if self.samples_per_worker is None else range(self.samples_per_worker):
+            yield next(sources[rng.choices(picks, weights=self.weights)[0]])
+
+
+def mixed_stream(
+    groups: list[list[str]],
+    weights: list[float],
+    decode: Callable[[dict], dict | None],
+    errors: tuple[type[BaseException], ...],
+    *,
+    rank: int = 0,
+    shuffle_buffer: int = 256,
+    seed: int = 0,
+    samples_per_worker: int | None = None,
+) -> torch.utils.data.IterableDataset:
+    """The training stream of several datasets (`groups`: each one's shard URLs) sampled by `weights`; one group
+    is `shard_stream` itself."""
+    streams = [
+        shard_stream(urls, decode, errors, train=True, rank=rank, shuffle_buffer=shuffle_buffer, seed=seed + i)
+        for i, urls in enumerate(groups)
+    ]
+    if len(streams) == 1:
+        return streams[0].with_epoch(samples_per_worker) if samples_per_worker else streams[0]
+    return WeightedMix(streams, weights, seed, rank, samples_per_worker)
 
 
 def train_seed(seed: int, trainer) -> int:
