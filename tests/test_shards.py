@@ -211,3 +211,47 @@ def test_ingest_cli_exit_codes_and_musiccaps_rows(tmp_path):
         [sys.executable, "-m", "musiclm.cli", "data", "check", str(out)], capture_output=True, text=True
     )
     assert check.returncode == 0 and "train: 1 clips (1 captioned)" in check.stdout
+
+
+def _keys(split_dir) -> list[str]:
+    return sorted(s["__key__"] for p in list_shards(split_dir) for s in iter_tar_samples(p))
+
+
+def test_ingest_in_parts_covers_the_collection_once_and_a_rerun_redoes_nothing(tmp_path):
+    src = tmp_path / "music"
+    src.mkdir()
+    for i in range(14):
+        sf.write(src / f"t{i:02d}.wav", _tone(16_000, 1.2), 16_000)
+    whole = ingest.ingest(src, tmp_path / "whole", None, 16_000, 3.0, val_fraction=0.2, test_fraction=0.0,
+                          files_per_shard=2)  # fmt: skip
+    out = tmp_path / "parts"
+    ingest.ingest(src, out, None, 16_000, 3.0, val_fraction=0.2, test_fraction=0.0, files_per_shard=2, part=(2, 3))
+    assert any("parts [0, 1] of 3 have not finished" in e for e in check_audio_shards(out)["errors"])
+    for part in range(3):
+        manifests = ingest.ingest(src, out, None, 16_000, 3.0, val_fraction=0.2, test_fraction=0.0,
+                                  files_per_shard=2, part=(part, 3))  # fmt: skip
+    for split in ("train", "val"):
+        assert manifests[split]["parts"] == {"num_parts": 3, "done": [0, 1, 2]}
+        assert manifests[split]["num_samples"] == whole[split]["num_samples"]
+        assert _keys(out / split) == _keys(tmp_path / "whole" / split)
+    assert {p.split("/")[-1][:18] for p in list_shards(out / "train")} == {f"shard-0000{i}of00003" for i in range(3)}
+    before = {p: Path(p).stat().st_mtime_ns for p in list_shards(out / "train")}
+    again = ingest.ingest(src, out, None, 16_000, 3.0, val_fraction=0.2, test_fraction=0.0, files_per_shard=2,
+                          part=(1, 3))  # fmt: skip
+    assert {p: Path(p).stat().st_mtime_ns for p in list_shards(out / "train")} == before
+    assert again["train"]["num_samples"] == whole["train"]["num_samples"]
+    with pytest.raises(ValueError, match="3-part run"):
+        ingest.ingest(src, out, None, 16_000, 3.0, val_fraction=0.2, test_fraction=0.0, part=(0, 4))
+    assert not check_audio_shards(out)["errors"]
+
+
+def test_ingest_cli_part_arguments_and_rate(tmp_path):
+    src = tmp_path / "music"
+    src.mkdir()
+    sf.write(src / "a.wav", _tone(16_000, 1.5), 16_000)
+    run = [sys.executable, "-m", "musiclm.cli", "data", "ingest", str(src), str(tmp_path / "out")]
+    bad = subprocess.run(run + ["--num-parts", "2", "--part", "2"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--part 2 is not in 0..1" in bad.stderr
+    ok = subprocess.run(run + ["--num-parts", "1", "--part", "0"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "parts done: train 1/1" in ok.stdout and "clips/s" in ok.stdout and "per core (1 workers)" in ok.stdout

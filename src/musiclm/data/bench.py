@@ -36,6 +36,7 @@ def bench(num_files: int = 24, file_seconds: float = 30.0, workers: int = 2) -> 
         clips = manifests["train"]["num_samples"]
         out["ingest_clips_per_s"] = clips / (time.perf_counter() - t0)
         out["ingest_workers"] = workers
+        out["ingest_clips_per_s_per_core"] = out["ingest_clips_per_s"] / workers  # what one SLURM-array core adds
         dm = AudioTextDataModule(
             str(shards), 24_000, 10.0, batch_size=8, num_workers=workers, train_epoch_clips=4 * clips
         )

@@ -17,12 +17,21 @@ import hashlib
 import json
 import re
 import sys
+import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 from musiclm.audio import AUDIO_EXTENSIONS, AudioError, TooShortError, encode_audio, is_silent, load_audio
-from musiclm.data.shards import SPLITS, Sample, check_audio_shards, split_for_key, write_split_shards
+from musiclm.data.shards import (
+    SPLITS,
+    Sample,
+    check_audio_shards,
+    clips_written_since,
+    part_of,
+    split_for_key,
+    write_split_shards,
+)
 
 
 class NoCaptionError(AudioError):
@@ -176,8 +185,13 @@ def ingest(
     files_per_shard: int = 32,
     require_captions: bool = False,
     use_folder_tags: bool = False,
+    part: tuple[int, int] | None = None,
 ) -> dict[str, dict]:
+    """Ingest `src_dir` into `out_dir/<split>/`; with `part=(i, n)` only the files of part i of n (by a hash of each
+    file's key), so n jobs ingest one collection into one folder."""
     sources = find_sources(src_dir, captions, use_folder_tags)
+    if part is not None:
+        sources = [s for s in sources if part_of(s.key, part[1]) == part[0]]
     make = partial(
         clip_samples,
         sample_rate=sample_rate,
@@ -196,6 +210,7 @@ def ingest(
             files_per_shard,
             workers,
             {"source_dir": str(src_dir), "sample_rate": sample_rate},
+            part=part,
         )
     return manifests
 
@@ -217,6 +232,10 @@ def summary(manifests: dict[str, dict]) -> tuple[int, str]:
         ),
     ]
     lines.append("skipped: " + (", ".join(f"{r} {c}" for r, c in sorted(reasons.items())) or "none"))
+    parts = [m["parts"] for m in manifests.values() if "parts" in m]
+    if parts:
+        lines.append("parts done: " + ", ".join(f"{s} {len(m['parts']['done'])}/{m['parts']['num_parts']}"
+                                                for s, m in manifests.items()))  # fmt: skip
     for m in manifests.values():
         for s in m["skipped"][:20]:
             lines.append(f"  skipped {s['item']}: {s['reason']} ({s['message'][:120]})")
@@ -240,15 +259,27 @@ def main(argv: list[str] | None = None) -> None:
         help="skip files with neither caption nor tags (default: keep them as uncaptioned clips)",
     )  # fmt: skip
     p.add_argument("--folder-tags", action="store_true", help="the folders a file sits in are its tags")
+    p.add_argument("--num-parts", type=int, default=1, help="split the input into this many parts (one per job)")
+    p.add_argument("--part", type=int, default=None, help="ingest only this part, 0..num-parts-1 (SLURM array id)")
     a = p.parse_args(argv)
     if not a.src_dir.is_dir():
         p.error(f"{a.src_dir} is not a directory")
+    if a.part is not None and not 0 <= a.part < a.num_parts:
+        p.error(f"--part {a.part} is not in 0..{a.num_parts - 1} (--num-parts {a.num_parts})")
+    if a.num_parts > 1 and a.part is None:
+        p.error("--num-parts needs --part (run one job per part, e.g. slurm/ingest.sbatch)")
+    t0, started = time.perf_counter(), time.time()
     manifests = ingest(
         a.src_dir, a.out_dir, a.captions, a.sample_rate, a.clip_seconds, a.min_seconds,
         a.val_fraction, a.test_fraction, a.workers, a.files_per_shard, a.require_captions, a.folder_tags,
+        None if a.part is None else (a.part, a.num_parts),
     )  # fmt: skip
+    dt = time.perf_counter() - t0
     kept, text = summary(manifests)
     print(text)
+    made = sum(clips_written_since(a.out_dir / split, m, started) for split, m in manifests.items())
+    print(f"{made} clips written in {dt:.1f} s: {made / dt:.2f} clips/s, {made / dt / a.workers:.2f} per core "
+          f"({a.workers} workers)")  # fmt: skip
     if kept == 0:
         print(f"error: no usable audio found under {a.src_dir}", file=sys.stderr)
         sys.exit(1)

@@ -28,7 +28,6 @@ from musiclm.artifacts import atomic_write_bytes
 from musiclm.audio import AudioError, load_audio
 
 SPLITS = ("train", "val", "test")
-SHARD_NAME = "shard-{:06d}.tar"
 # `caption` is null on uncaptioned clips (music with neither text nor tags): every stage but MuLan trains on them
 REQUIRED_META = {"caption": (str, type(None)), "tags": list, "sample_rate": int, "duration": float, "source": str}
 
@@ -120,6 +119,12 @@ def _write_shard(job: tuple[Path, list[Any], Callable[[Any], Iterable[Sample]]])
     return stats
 
 
+def part_of(key: str, num_parts: int) -> int:
+    """Which of `num_parts` ingest parts an input belongs to: a hash of its key (other bits than the split's), so a
+    part never depends on which other files exist."""
+    return int.from_bytes(hashlib.sha1(key.encode()).digest()[8:16], "big") % num_parts
+
+
 def write_split_shards(
     out_dir: str | os.PathLike,
     split: str,
@@ -128,36 +133,63 @@ def write_split_shards(
     items_per_shard: int = 64,
     workers: int = 1,
     extra_manifest: dict | None = None,
+    part: tuple[int, int] | None = None,
 ) -> dict:
     """Write `out_dir/split/shard-*.tar` from `items`, resuming past complete shards; returns the manifest.
 
     `make_samples(item)` returns the samples of one item, or raises AudioError to have it skipped with its reason.
-    It must be picklable (a top-level function or functools.partial) when workers > 1.
+    It must be picklable (a top-level function or functools.partial) when workers > 1. With `part=(i, n)` the items
+    are part i of n jobs writing the same split (machines of a SLURM array): its shards are named
+    `shard-<i>of<n>-NNNNNN.tar`, each part locks and cleans only its own, and the manifest covers every finished part.
     """
     split_dir = Path(out_dir) / split
     split_dir.mkdir(parents=True, exist_ok=True)
-    with _exclusive(split_dir):
-        return _write_split(split_dir, items, make_samples, items_per_shard, workers, extra_manifest)
+    prefix = "" if part is None else f"{part[0]:05d}of{part[1]:05d}-"
+    if part is not None:
+        _check_parts(split_dir, part[1])
+    with _exclusive(split_dir / f".lock{'-' + prefix if prefix else ''}"):
+        shards = _write_split(split_dir, prefix, items, make_samples, items_per_shard, workers)
+    if part is None:
+        return write_manifest(split_dir, shards, extra_manifest)
+    record = {"part": part[0], "num_parts": part[1], "shards": [s.name for s in shards]}
+    atomic_write_bytes(split_dir / f".part-{prefix}json", json.dumps(record).encode())
+    with _exclusive(split_dir / ".manifest.lock", wait=True):  # finishing parts take turns to aggregate
+        records = [json.loads(r.read_text()) for r in sorted(split_dir.glob(".part-*json"))]
+        names = sorted(n for r in records for n in r["shards"])
+        parts = {"num_parts": part[1], "done": sorted(r["part"] for r in records)}
+        return write_manifest(split_dir, [split_dir / n for n in names], {**(extra_manifest or {}), "parts": parts})
+
+
+def _check_parts(split_dir: Path, num_parts: int) -> None:
+    for r in split_dir.glob(".part-*json"):
+        other = json.loads(r.read_text())["num_parts"]
+        if other != num_parts:
+            raise ValueError(
+                f"{split_dir} holds parts of a {other}-part run: finish it with --num-parts {other}, "
+                "or write a new folder"
+            )
 
 
 @contextlib.contextmanager
-def _exclusive(split_dir: Path):
-    """One writer per split: a second `make data` on the same directory would delete the first one's temp files."""
-    with open(split_dir / ".lock", "w") as f:
+def _exclusive(lock: Path, wait: bool = False):
+    """One writer per split (or part): a second `make data` on the same directory would delete the first one's temp
+    files. `wait` queues instead of refusing."""
+    with open(lock, "w") as f:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RuntimeError(f"another process is writing {split_dir}; wait for it (a re-run resumes)") from None
+            raise RuntimeError(f"another process is writing {lock.parent}; wait for it (a re-run resumes)") from None
         yield
 
 
-def _write_split(split_dir: Path, items, make_samples, items_per_shard: int, workers: int, extra_manifest) -> dict:
+def _write_split(split_dir: Path, prefix: str, items, make_samples, items_per_shard: int, workers: int) -> list[Path]:
+    """Write the shards of one plan (named `shard-<prefix>NNNNNN.tar`); returns them."""
     groups = [list(items[i : i + items_per_shard]) for i in range(0, len(items), items_per_shard)]
-    shards = [split_dir / SHARD_NAME.format(i) for i in range(len(groups))]
-    for stale in split_dir.glob("*"):  # leftovers of an interrupted or larger earlier plan
-        if stale.name.endswith(".tmp") or (
-            stale.name.startswith(("shard-", ".shard-")) and _shard_index(stale) >= len(groups)
-        ):
+    shards = [split_dir / f"shard-{prefix}{i:06d}.tar" for i in range(len(groups))]
+    own = re.compile(rf"^\.?shard-{re.escape(prefix)}(\d{{6}})\.(tar|json|tar\.tmp)$")
+    for stale in split_dir.glob("*"):  # this plan's leftovers: interrupted writes, or a larger earlier plan
+        m = own.match(stale.name)
+        if m and (stale.name.endswith(".tmp") or int(m.group(1)) >= len(groups)):
             stale.unlink()
     todo = [(s, g, make_samples) for s, g in zip(shards, groups, strict=True) if not _shard_complete(s, _plan_id(g))]
     if todo:
@@ -171,12 +203,7 @@ def _write_split(split_dir: Path, items, make_samples, items_per_shard: int, wor
                 _write_shard(job)
                 bar.update()
         bar.close()
-    return write_manifest(split_dir, shards, extra_manifest)
-
-
-def _shard_index(path: Path) -> int:
-    m = re.search(r"shard-(\d+)", path.name)
-    return int(m.group(1)) if m else -1
+    return shards
 
 
 def write_manifest(split_dir: Path, shards: list[Path], extra: dict | None = None) -> dict:
@@ -211,6 +238,12 @@ def write_manifest(split_dir: Path, shards: list[Path], extra: dict | None = Non
     }
     atomic_write_bytes(split_dir / "manifest.json", json.dumps(manifest, indent=1).encode())
     return manifest
+
+
+def clips_written_since(split_dir: Path, manifest: dict, since: float) -> int:
+    """Clips in the manifest's shards finished after `since` (epoch seconds): what a run wrote, not what it resumed
+    past."""
+    return sum(e["num_samples"] for e in manifest["shards"] if _sidecar(split_dir / e["name"]).stat().st_mtime >= since)
 
 
 def read_manifest(split_dir: str | os.PathLike) -> dict:
@@ -278,6 +311,10 @@ def check_audio_shards(root: str | os.PathLike, decode: bool = True) -> dict:
         manifest = read_manifest(split_dir) if (split_dir / "manifest.json").exists() else None
         if manifest is not None and manifest["num_samples"] != n:
             report["errors"].append(f"{split}: manifest says {manifest['num_samples']} samples, shards hold {n}")
+        parts = (manifest or {}).get("parts")
+        if parts and len(parts["done"]) < parts["num_parts"]:
+            missing = sorted(set(range(parts["num_parts"])) - set(parts["done"]))
+            report["errors"].append(f"{split}: ingest parts {missing} of {parts['num_parts']} have not finished")
         report["splits"][split] = {
             "num_samples": n, "num_captioned": captioned,
             "hours": round(seconds / 3600, 4), "seconds": round(seconds, 2),
