@@ -66,5 +66,5 @@ def test_relative_data_dirs_resolve_under_the_root(clean_env, tmp_path):
 
     clean_env.setenv("MUSICLM_ROOT", str(tmp_path))
     assert resolve("data/shards/synth") == tmp_path / "data/shards/synth" and resolve("/abs/x") == Path("/abs/x")
-    assert AudioTextDataModule("data/shards/synth").data_dir == tmp_path / "data/shards/synth"
+    assert [loc.path for loc in AudioTextDataModule("data/shards/synth").locations] == [tmp_path / "data/shards/synth"]
     assert TokenDataModule(str(tmp_path / "tokens")).data_dir == tmp_path / "tokens"

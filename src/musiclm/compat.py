@@ -8,6 +8,7 @@ tests/test_compat.py, which names the pinned version) instead of somewhere deep 
   (DDP keyword arguments, FSDP2 mesh sizes); a module's trainer is read without raising when it has none.
 - x-transformers: `LayerIntermediates` is importable only from its private module path.
 - torch: composable activation checkpointing has no public import path.
+- webdataset: URL schemes it cannot open (s3, gcs through fsspec, ...) are added to its module-level `gopen_schemes`.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "codebook_synced",
     "ddp_kwargs",
     "fresh_hparams_scope",
+    "fsspec_gopen",
     "model_parallel_sizes",
     "reset_codebook_init",
     "saves_distributed_checkpoint",
@@ -149,3 +151,18 @@ def fresh_hparams_scope() -> Iterator[None]:
         yield
     finally:
         _given_hyperparameters.reset(token)
+
+
+def _fsspec_open(url: str, mode: str = "rb", bufsize: int = 8192, **kw: Any):
+    import fsspec
+
+    return fsspec.open(url, mode).open()
+
+
+def fsspec_gopen() -> None:
+    """Let webdataset (1.0.2) open any fsspec URL: its `gopen` looks schemes up in `webdataset.gopen.gopen_schemes`
+    and raises for unknown ones (`__default__`); that default becomes fsspec. Loader workers fork after this runs."""
+    import importlib
+
+    table = importlib.import_module("webdataset.gopen").gopen_schemes
+    table["__default__"] = _fsspec_open

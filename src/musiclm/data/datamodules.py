@@ -7,7 +7,6 @@ import json
 import math
 import random
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
 import lightning as L
@@ -16,10 +15,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from musiclm.audio import AudioError, crop, load_audio
+from musiclm.data.locations import LocalDir, Location, locations
 from musiclm.data.shards import NoCaptionsError, is_captioned, list_shards, read_manifest
 from musiclm.data.streams import Filtered, collate, mixed_stream, per_worker, shard_stream, train_seed
 from musiclm.data.tokens import check_token_freshness, collate_tokens, decode_token_sample
-from musiclm.paths import dataset_dirs, resolve
+from musiclm.paths import resolve
 
 CaptionMode = Literal["caption", "tags", "random"]
 
@@ -30,11 +30,12 @@ class ShardDataModule(L.LightningDataModule):
     Several datasets (`sources`) train as one stream, each drawn with its `weights` entry (default: its clip count,
     i.e. the plain union); val/test read all of them once.
 
-    Subclasses set `data_dirs` and save their own hyperparameters (`batch_size`, `num_workers`, `shuffle_buffer`,
-    `train_epoch_clips`, `seed`, `weights`), and provide the per-sample decoder; the stored hyperparameters are what
-    a hand-off records, so each subclass keeps its own constructor."""
+    Subclasses set `locations` (`data/locations.py`: local folders or shard URLs) and save their own hyperparameters
+    (`batch_size`, `num_workers`, `shuffle_buffer`, `train_epoch_clips`, `seed`, `weights`), and provide the
+    per-sample decoder; the stored hyperparameters are what a hand-off records, so each subclass keeps its own
+    constructor."""
 
-    data_dirs: list[Path]
+    locations: list[Location]
     shard_kind: ClassVar[str]  # "token shards", ...: names what is missing in the error message
     build_command: ClassVar[str]  # the command that builds the shards
     decode_errors: ClassVar[tuple[type[BaseException], ...]]  # a sample failing with these is dropped and counted
@@ -56,29 +57,36 @@ class ShardDataModule(L.LightningDataModule):
         """The clips of a split's manifest this module reads: an epoch's length and a dataset's default weight."""
         return manifest["num_samples"]
 
-    def sources(self, split: str) -> list[tuple[list[str], int]]:
-        """(shard URLs, clips this module reads) of each dataset in the split: one per data dir."""
-        return [(list_shards(d / split), self.manifest_clips(read_manifest(d / split))) for d in self.data_dirs]
+    def sources(self, split: str) -> list[tuple[list[str], int | None]]:
+        """(shard URLs, clips this module reads; None without a manifest) of each dataset in the split."""
+        out = []
+        for loc in self.locations:
+            manifest = loc.manifest(split)
+            out.append((loc.shards(split), None if manifest is None else self.manifest_clips(manifest)))
+        return out
 
     def shards(self, split: str) -> list[str]:
-        urls = [u for d in self.data_dirs for u in list_shards(d / split)]
+        urls = [u for loc in self.locations for u in loc.shards(split)]
         if not urls:
-            where = ", ".join(str(d / split) for d in self.data_dirs)
+            where = ", ".join(f"{loc}/{split}" for loc in self.locations)
             raise FileNotFoundError(f"no {self.shard_kind} in {where}: build them with `{self.build_command}`")
         return urls
 
     def train_groups(self) -> tuple[list[list[str]], list[float], int]:
         """The train split's datasets with something to read: shard URLs, sampling weights, and their clips."""
         self.shards("train")  # a clear error when nothing is built
-        sources = self.sources("train")
-        weights = self.hparams.weights
-        if weights is not None and len(weights) != len(sources):
-            raise ValueError(f"data.weights has {len(weights)} entries for {len(sources)} datasets ({self.data_dirs})")
-        weights = [float(c) for _, c in sources] if weights is None else [float(w) for w in weights]
-        kept = [(urls, w, c) for (urls, c), w in zip(sources, weights, strict=True) if urls and c and w > 0]
+        sources, hp = self.sources("train"), self.hparams
+        where = ", ".join(map(str, self.locations))
+        if hp.weights is not None and len(hp.weights) != len(sources):
+            raise ValueError(f"data.weights has {len(hp.weights)} entries for {len(sources)} datasets ({where})")
+        if any(c is None for _, c in sources) and (hp.weights is None and len(sources) > 1 or not hp.train_epoch_clips):
+            raise ValueError(f"a dataset of {where} has no train manifest to count its clips: set "
+                             "--data.train_epoch_clips (and --data.weights for several datasets)")  # fmt: skip
+        weights = [float(c or 0) for _, c in sources] if hp.weights is None else [float(w) for w in hp.weights]
+        kept = [(urls, w, c) for (urls, c), w in zip(sources, weights, strict=True) if urls and c != 0 and w > 0]
         if not kept:
-            raise ValueError(f"nothing to train on in {self.data_dirs}: every dataset is empty or weighted 0")
-        return [u for u, _, _ in kept], [w for _, w, _ in kept], sum(c for _, _, c in kept)
+            raise ValueError(f"nothing to train on in {where}: every dataset is empty or weighted 0")
+        return [u for u, _, _ in kept], [w for _, w, _ in kept], sum(c or 0 for _, _, c in kept)
 
     def _rank(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -193,7 +201,7 @@ class AudioTextDataModule(ShardDataModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.data_dirs = [resolve(d) for d in dataset_dirs(data_dir)]  # under the root, like every other path
+        self.locations = locations(data_dir, resolve)  # local folders under the root, like every other path
 
     @property
     def clip_samples(self) -> int:
@@ -210,12 +218,12 @@ class AudioTextDataModule(ShardDataModule):
         if not self.hparams.captioned_only:
             return
         for split in {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage or "fit", ()):
-            manifests = [d / split / "manifest.json" for d in self.data_dirs]
-            if not all(m.is_file() for m in manifests):
-                continue  # the loader names the make target
-            clips = sum(read_manifest(m.parent)["num_samples"] for m in manifests)
-            if clips and not sum(self.manifest_clips(read_manifest(m.parent)) for m in manifests):
-                where = " + ".join(str(d / split) for d in self.data_dirs)
+            manifests = [loc.manifest(split) for loc in self.locations]
+            if None in manifests:
+                continue  # nothing to count: the loader names the make target or filters as it reads
+            clips = sum(m["num_samples"] for m in manifests)
+            if clips and not sum(self.manifest_clips(m) for m in manifests):
+                where = " + ".join(f"{loc}/{split}" for loc in self.locations)
                 raise NoCaptionsError(
                     f"{where} has {clips} clips and none with a caption: MuLan "
                     "trains on text. Add captions (re-run `musiclm data ingest SRC OUT --captions table.csv`, a "
@@ -296,7 +304,7 @@ class TokenDataModule(ShardDataModule):
         super().__init__()
         self.save_hyperparameters()
         self.data_dir = resolve(data_dir)  # relative to the root (musiclm --root), like every other path
-        self.data_dirs = [self.data_dir]
+        self.locations = [LocalDir(self.data_dir)]
 
     def sources(self, split: str) -> list[tuple[list[str], int]]:
         """Tokens of several audio datasets share one folder; the manifest says which shards came from which

@@ -40,7 +40,7 @@ def embed_split(
                 break
             out.append(module.embed_audio(batch["audio"].to(module.device)).float().cpu())
     if not out:
-        raise RuntimeError(f"no audio found in the {split} split of {', '.join(map(str, dm.data_dirs))}")
+        raise RuntimeError(f"no audio found in the {split} split of {', '.join(map(str, dm.locations))}")
     return torch.cat(out)
 
 
