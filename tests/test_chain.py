@@ -1,5 +1,7 @@
 """The whole chain as a user runs it: `make demo` at the tiny profile in a scratch directory, then what it made
-(generated audio, eval.json), the notebooks executed against that run, and the error a missing stage gives."""
+(generated audio, eval.json), the notebooks executed against that run, and the error a missing stage gives. The
+dataset is the synthetic corpus plus as many uncaptioned clips, ingested from plain audio files (DATASET=a+b), as
+MusicLM trains: MuLan on the captioned half, every other stage on all of it."""
 
 from __future__ import annotations
 
@@ -8,13 +10,15 @@ import math
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = "tiny"
-DATASET = "synth-tiny"
+SYNTH = "synth-tiny"
+DATASET = f"{SYNTH}+unlabelled"
 EVAL_KEYS = [
     "mulan.t2a_recall@10", "mulan.zero_shot_instrument_acc", "mulan.zero_shot_instrument_chance",
     "codec.mel_distance", "codec.si_sdr_db", "codec.kbps", "codec.opus_mel_distance", "codec.opus_si_sdr_db",
@@ -28,6 +32,7 @@ EVAL_KEYS = [
     *(f"oracle.{o}.{k}" for o in ("semantic", "coarse", "tokens")
       for k in ("mcc_margin", "fad_logmel", "spectral_flatness")),
     "generation.adherence_tempo", "generation.adherence_tempo_chance", "generation.num_prompts",
+    "generation.captioned_test_clips",
 ]  # fmt: skip
 
 
@@ -46,9 +51,31 @@ def make(workdir: Path, *targets: str, check: bool = True) -> subprocess.Complet
     return proc
 
 
+def ingest_uncaptioned(workdir: Path) -> None:
+    """20 six-second files with neither caption nor tags (chords over noise): 40 three-second clips, as many as the
+    synthetic corpus."""
+    import numpy as np
+    import soundfile as sf
+
+    src = workdir / "music"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    t = np.arange(6 * 24_000) / 24_000
+    for i in range(20):
+        x = sum(np.sin(2 * np.pi * f * t) for f in rng.uniform(110, 880, 3)) / 3 + 0.05 * rng.standard_normal(len(t))
+        sf.write(src / f"track{i:02d}.wav", (0.3 * x).astype(np.float32), 24_000)
+    proc = subprocess.run(
+        [sys.executable, "-m", "musiclm.cli", "data", "ingest", str(src), str(workdir / "data/shards/unlabelled"),
+         "--clip-seconds", "3", "--val-fraction", "0.1", "--test-fraction", "0.1"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 0 and "uncaptioned 40 clips" in proc.stdout, proc.stdout + proc.stderr
+
+
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("chain")
+    ingest_uncaptioned(workdir)
     make(workdir, "demo")
     return workdir
 
@@ -77,6 +104,24 @@ def test_eval_report_has_every_key_as_a_number(chain: Path):
     assert report["generation.num_prompts"] == 4
     assert 0 < report["mulan.zero_shot_instrument_chance"] < 1
     assert report["codec.kbps"] > 0
+
+
+def test_uncaptioned_half_trains_every_stage_but_mulan(chain: Path):
+    """Token shards hold the uncaptioned clips too (MuLan audio tokens), MuLan's data module left them out, and eval
+    prompted with captioned test clips only."""
+    import torch
+
+    tokens = json.loads((chain / "data" / "tokens" / RUN / "train" / "manifest.json").read_text())
+    audio = [json.loads((chain / "data/shards" / d / "train/manifest.json").read_text()) for d in (SYNTH, "unlabelled")]
+    assert tokens["num_samples"] == sum(m["num_samples"] for m in audio)
+    assert tokens["num_uncaptioned"] == audio[1]["num_samples"] > 0 and audio[1]["num_captioned"] == 0
+    assert [d["count"] for d in tokens["datasets"]] == [m["num_shards"] for m in audio]
+    mulan = torch.load(chain / "runs" / RUN / "mulan" / "model.ckpt", map_location="cpu", weights_only=True)
+    assert mulan["datamodule_hyper_parameters"]["captioned_only"] is True
+    codec = torch.load(chain / "runs" / RUN / "codec" / "model.ckpt", map_location="cpu", weights_only=True)
+    assert codec["datamodule_hyper_parameters"]["data_dir"].endswith(DATASET)
+    report = json.loads((chain / "reports" / RUN / "eval.json").read_text())
+    assert report["generation.captioned_test_clips"] >= report["generation.num_prompts"]
 
 
 def test_rerun_is_a_no_op(chain: Path):
@@ -116,7 +161,7 @@ def test_notebook_runs_on_the_tiny_run(chain: Path, notebook: str):
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "outputs must be stripped in git"
     os.environ.update(
         MUSICLM_RUN=str(chain / "runs" / RUN),
-        MUSICLM_DATA=str(chain / "data" / "shards" / DATASET),
+        MUSICLM_DATA=str(chain / "data" / "shards" / SYNTH),
         MUSICLM_SECONDS="1",
     )
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(chain)}}).execute()
