@@ -43,7 +43,7 @@ TRAIN_FLAGS = $(STAGE_FLAGS) $(ARGS)
 LM_FLAGS = $(STAGE_FLAGS) $(if $(LM_PRECISION),--trainer.precision=$(LM_PRECISION)) $(ARGS)
 
 .PHONY: install test lint demo data train-mulan train-codec fit-semantic tokenize train-semantic train-acoustic \
-        train-judge generate eval bench tensorboard clean-run
+        train-judge generate eval bench gpu-check tensorboard clean-run
 
 install: $(STAMP)
 
@@ -118,6 +118,10 @@ reports/$(RUN)/eval.json: $(STAGE_CKPTS) $(JUDGE_CKPTS) $(TOKENS)/train/manifest
 
 bench: $(STAMP)
 	$(MUSICLM) bench --out reports/bench.json
+
+# ~30 steps of every stage at paper size on one GPU (8 min at most); ACCELERATOR=cpu runs the demo sizes on the CPU
+gpu-check: $(STAMP)
+	$(MUSICLM) gpu-check --accelerator $(or $(ACCELERATOR),gpu) --out reports/gpu-check.json $(ARGS)
 
 tensorboard: | $(STAMP)
 	$(VENV)/bin/tensorboard --logdir $(R) --bind_all

@@ -8,6 +8,7 @@
     musiclm generate --run R --text ...     text -> music
     musiclm eval [codec] --run R ...        metrics to reports/<RUN>/eval.json
     musiclm bench                           speed/memory figures to reports/bench.json
+    musiclm gpu-check [--accelerator cpu]   paper-size steps on one GPU -> reports/gpu-check.json
     musiclm export-safetensors --run R --stage S   a model.ckpt hand-off as model.safetensors
 """
 
@@ -31,6 +32,7 @@ COMMANDS: dict[str, str | dict[str, str]] = {
     "generate": "musiclm.pipeline:main",
     "eval": {"codec": "musiclm.codec.evaluate:main", "": "musiclm.evaluate:main"},
     "bench": "musiclm.bench:main",
+    "gpu-check": "musiclm.gpu_check:main",
     "export-safetensors": "musiclm.artifacts:export_safetensors_main",
 }
 
