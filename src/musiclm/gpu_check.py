@@ -264,8 +264,8 @@ def fit_steps(
         **loss_summary(timer.losses),
     }
     if timer.flops:
-        out["model_tflops_per_step"] = round(timer.flops / 1e12, 4)
-        out["mfu"] = round(timer.flops / step_s / 1e12 / s.peak_tflops, 4)
+        out["model_tflops_per_step"] = float(f"{timer.flops / 1e12:.4g}")
+        out["mfu"] = float(f"{timer.flops / step_s / 1e12 / s.peak_tflops:.4g}")
     del trainer, module
     return out
 

@@ -174,12 +174,24 @@ def inputs_changed(out: Path, ids: dict[str, str]) -> bool:
     return changed
 
 
-def train(stage: str, run: str, profile: str = "demo", trainer: str = "cpu", extra: list[str] | None = None) -> Path:
+def train(
+    stage: str,
+    run: str,
+    profile: str = "demo",
+    trainer: str = "cpu",
+    extra: list[str] | None = None,
+    callbacks: list[L.Callback] | None = None,
+) -> Path:
     """Fit one stage; resume from `checkpoints/last.ckpt` when it exists and its inputs are unchanged; export
-    `model.ckpt`."""
+    `model.ckpt`. A stage with nothing to shard (the codec, the k-means tokenizer, the judge) asked to train under
+    FSDP trains under DDP instead, so one `TRAINER=fsdp` command builds a whole chain. `callbacks` are added to the
+    trainer's (tests and notebooks observe a run with them)."""
     cli = build_cli(stage, run, profile, trainer, list(extra or []))
     if isinstance(cli.trainer.strategy, ModelParallelStrategy) and not is_overridden("configure_model", cli.model):
-        raise SystemExit(f"{stage} has no FSDP sharding (no transformer blocks to shard): train it with TRAINER=ddp")
+        if rank_zero_only.rank == 0:
+            print(f"{stage} has no transformer blocks for FSDP to shard: it trains with the ddp trainer instead")
+        cli = build_cli(stage, run, profile, "ddp", list(extra or []))
+    cli.trainer.callbacks.extend(callbacks or [])
     fresh = inputs_changed(stage_dir(run, stage), input_ids(cli))
     resume = None if fresh else resume_path(stage_dir(run, stage))
     cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=str(resume) if resume is not None else None)
