@@ -4,9 +4,9 @@ Training streams resample shards with replacement (`SlotShards` + `with_epoch`):
 endless, differently seeded stream drawn from its own share of the shards, so no two ranks or workers read the same
 shard while there are at least as many shards as (rank, worker) slots; with fewer shards every slot draws from all of
 them, so fewer shards than workers cannot hang. An epoch has a fixed length on any number of nodes. Streams are
-reproducible for a seed (`train_seed`): webdataset cannot resume mid-stream, so a resumed run salts the seed with its restored step instead of replaying the first samples. Evaluation reads every shard once
-and splits *samples* round-robin over (rank, worker), so each val/test sample is seen exactly once per epoch whatever
-the shard count.
+reproducible for a seed (`train_seed`): webdataset cannot resume mid-stream, so a resumed run salts the seed with
+its restored step instead of replaying the first samples. Evaluation reads every shard once and splits *samples*
+round-robin over (rank, worker), so each val/test sample is seen exactly once per epoch whatever the shard count.
 """
 
 from __future__ import annotations
