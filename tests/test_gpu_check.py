@@ -33,3 +33,17 @@ def test_loss_summary_reads_a_falling_curve():
     s = gpu_check.loss_summary([5.0, 4.9, 4.7, 4.0, 3.5, 3.1])
     assert s["loss_finite"] and s["loss_falling"] and s["loss_first"] > s["loss_last"]
     assert not gpu_check.loss_summary([1.0, float("nan"), 2.0])["loss_finite"]
+
+
+def test_lm_compile_switch_compiles_the_decoder_in_place():
+    """`--model.compile=true` compiles the decoder when Lightning configures the model; state-dict keys (and so
+    checkpoints and hand-offs) stay those of the plain module."""
+    from musiclm.config import build_stage
+    from musiclm.tokenize import profile_vocab
+
+    vocab = profile_vocab("tiny")
+    plain, compiled = build_stage("semantic", "tiny", vocab), build_stage("semantic", "tiny", vocab, compile=True)
+    plain.configure_model()
+    compiled.configure_model()
+    assert plain.model._compiled_call_impl is None and compiled.model._compiled_call_impl is not None
+    assert list(compiled.state_dict()) == list(plain.state_dict())

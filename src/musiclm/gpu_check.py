@@ -223,9 +223,7 @@ def fit_steps(
 ) -> dict[str, Any]:
     """Train a fresh module `s.steps` steps on one device; return its timings."""
     device = device_for(s.accelerator)
-    module = build(stage, s)
-    if compile_model:
-        module.model.compile()
+    module = build(stage, s, **({"compile": True} if compile_model else {}))
     batch = stage_batch(stage, s, module, batch_size, clip_seconds)
     unit, per_sample = work_per_sample(stage, module, batch)
     timer = StepTimer(device, count_flops=strategy == "auto" and not compile_model)

@@ -134,8 +134,8 @@ def export_model(trainer: L.Trainer, module: L.LightningModule, path: Path) -> P
 
 def resume_path(out: Path) -> Path | None:
     """What a re-run continues from: the newer of `checkpoints/last.ckpt` and the `hpc_ckpt_N.ckpt` Lightning's SLURM
-    environment saves on SIGUSR1 before a requeue. A sharded (FSDP2) checkpoint is a directory: it resumes on the
-    same number of processes."""
+    environment saves on SIGUSR1 before a requeue. A sharded (FSDP2) checkpoint is a directory: it resumes under FSDP2
+    on any number of processes (torch's distributed checkpoint reshards on load)."""
     found = [recover_checkpoint(out / "checkpoints" / "last.ckpt")]
     hpc = sorted(out.glob("hpc_ckpt_*.ckpt"), key=lambda p: int("".join(c for c in p.name if c.isdigit()) or 0))
     if hpc:
