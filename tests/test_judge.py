@@ -29,7 +29,7 @@ from musiclm.judge import (
     default_judges,
 )
 from musiclm.judge.labels import FAMILIES, IGNORE, present, targets
-from musiclm.judge.prompts import kind_prompts, negation_prompt, states
+from musiclm.judge.prompts import ORDER_SEED, kind_prompts, negation_prompt, order_prompts, states
 from musiclm.judge.scoring import score
 from musiclm.train import train
 
@@ -212,14 +212,35 @@ def test_eval_section_writes_judge_keys_and_the_report(toy_run, tmp_path):
     lm = ToyChain()
     clips = test_prompts(shards, 100)
     generated = generate_waves(lm, [c["caption"] for c in clips[:6]], 2.0, 4, 3.0, 0)
-    metrics = evaluate_judges(str(run), lm, clips, 6, generated, 4, 4, 3.0, 0, tmp_path / "report")
+    metrics = evaluate_judges(str(run), lm, clips, 6, generated, 4, 4, 3.0, 0, tmp_path / "report", order_clips=0)
     for a in ("instrument_family", "drums", "negation"):
         assert {f"judge.{a}.{k}" for k in ("real", "generated", "chance", "p", "codec", "audio_tokens")} <= set(metrics)
     assert metrics["judge.instrument_family.generated"] == 1.0 and metrics["judge.instrument_family.real"] == 1.0
-    assert not any(k.startswith("judge.order") for k in metrics)  # no clip changes halfway: no order prompts
+    assert not any(k.startswith("judge.order") for k in metrics)  # no clip changes halfway and none rendered
     assert all(math.isfinite(v) for v in metrics.values())
     page = (tmp_path / "report" / "index.html").read_text()
     assert page.count("<audio") == 6 + 4 and page.count("<td>negation</td>") == 4
+
+
+def test_eval_renders_its_own_order_clips_when_the_test_split_has_none(toy_run, tmp_path):
+    """The toy test split never changes halfway: eval renders order clips (the synthetic corpus's code, kind
+    "order"), grades the order judge's ceiling on all of them and prompts with half of the kind prompts."""
+    from musiclm.evaluate import evaluate_judges, generate_waves, test_prompts
+
+    shards, run = toy_run
+    lm, clips = ToyChain(), test_prompts(shards, 100)
+    generated = generate_waves(lm, [c["caption"] for c in clips[:6]], 2.0, 4, 3.0, 0)
+    metrics = evaluate_judges(str(run), lm, clips, 6, generated, 4, 4, 3.0, 0, tmp_path / "report", order_clips=3)
+    assert 0.0 <= metrics["judge.order.real"] <= 1.0 and "judge.negation.real" in metrics
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert page.count("<audio") == 6 + 4 and page.count("halfway") >= 2  # 2 order prompts, 2 negation prompts
+
+
+def test_order_prompts_carry_their_claim_and_are_not_training_clips():
+    prompts = order_prompts(2, 4.0, SR)
+    assert len(prompts) == 2 and all(p["written"] and "halfway" in p["caption"] for p in prompts)
+    assert all(p["meta"]["attributes"]["order"]["enters"] for p in prompts)
+    assert all(p["key"].startswith(f"synth-{ORDER_SEED}-") for p in prompts) and ORDER_SEED != 0  # `make data`: 0
 
 
 def prompt(caption: str, **attributes) -> dict:
