@@ -53,6 +53,7 @@ $(STAMP): $(ROOT)/pyproject.toml $(ROOT)/requirements.lock $(ROOT)/scripts/syste
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0   # the CPU wheel first, so nothing can pull a CUDA build
 	$(PY) -m pip install -q -c $(ROOT)/requirements.lock -e "$(ROOT)[dev,text]"
+	$(PY) -m pip install -q --no-deps basic-pitch==0.4.0   # only its ONNX note model (the key judge); no TensorFlow
 	touch $@
 
 test: $(STAMP)
