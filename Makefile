@@ -40,6 +40,9 @@ STAGE_FLAGS = --run $(RUN) --profile $(PROFILE) --trainer $(TRAINER) \
   $(if $(DEVICES),--trainer.devices=$(DEVICES)) $(if $(NODES),--trainer.num_nodes=$(NODES)) \
   $(if $(ACCELERATOR),--trainer.accelerator=$(ACCELERATOR))
 TRAIN_FLAGS = $(STAGE_FLAGS) $(ARGS)
+# a local pretrained folder a stage imports instead of training (musiclm import; README "Pretrained components")
+CODEC_FROM ?=
+CODEC_IMPORT_ARGS ?=
 LM_FLAGS = $(STAGE_FLAGS) $(if $(LM_PRECISION),--trainer.precision=$(LM_PRECISION)) $(ARGS)
 
 .PHONY: install test lint demo data train-mulan train-codec fit-semantic tokenize train-semantic train-acoustic \
@@ -78,8 +81,12 @@ $(R)/mulan/model.ckpt: $(SHARDS)/train/manifest.json $(ROOT)/configs/mulan.yaml 
 	$(MUSICLM) mulan fit-quantizer --run $(RUN)
 
 train-codec: $(R)/codec/model.ckpt
-$(R)/codec/model.ckpt: $(SHARDS)/train/manifest.json $(ROOT)/configs/codec.yaml | $(STAMP)
+$(R)/codec/model.ckpt: $(SHARDS)/train/manifest.json $(ROOT)/configs/codec.yaml $(if $(CODEC_FROM),$(CODEC_FROM)/config.json) | $(STAMP)
+ifneq ($(CODEC_FROM),)
+	$(MUSICLM) import codec --from $(CODEC_FROM) --run $(RUN) $(CODEC_IMPORT_ARGS)
+else
 	$(MUSICLM) train codec $(TRAIN_FLAGS) --data.data_dir=$(SHARDS)
+endif
 
 fit-semantic: $(R)/semantic_tokens/model.ckpt
 $(R)/semantic_tokens/model.ckpt: $(R)/mulan/model.ckpt $(ROOT)/configs/semantic_tokens.yaml | $(STAMP)

@@ -18,6 +18,7 @@ from musiclm.mulan.module import MuLanModule
 from musiclm.semantic_tokens.module import SemanticTokenizer as KMeansTokenizer
 from tests.test_codec import TINY as TINY_CODEC
 from tests.test_mulan import TINY as TINY_MULAN
+from tests.tiny_hf import save_dac, save_encodec
 
 SR = 16_000
 
@@ -28,6 +29,19 @@ def conv_codec() -> CodecModule:
 
 def spectral_codec() -> CodecModule:
     return CodecModule(**{**TINY_CODEC, "architecture": "spectral", "window_frames": 2})
+
+
+def encodec_adapter(tmp_path):
+    """A pretrained EnCodec (24 kHz) read at the tests' 16 kHz: the adapter resamples both ways."""
+    from musiclm.pretrained.importer import codec_adapter
+
+    return codec_adapter(save_encodec(tmp_path / "encodec"), bandwidth=3.0, sample_rate=SR)
+
+
+def dac_adapter(tmp_path):
+    from musiclm.pretrained.importer import codec_adapter
+
+    return codec_adapter(save_dac(tmp_path / "dac"), levels=3, sample_rate=SR)
 
 
 def mulan() -> MuLanModule:
@@ -52,7 +66,7 @@ def mulan_feature_tokenizer(tmp_path) -> KMeansTokenizer:
     return tok
 
 
-CODECS: list[Callable] = [conv_codec, spectral_codec]
+CODECS: list[Callable] = [conv_codec, spectral_codec, encodec_adapter, dac_adapter]
 ENCODERS: list[Callable] = [mulan]
 SEMANTIC: list[Callable] = [logmel_tokenizer, mulan_feature_tokenizer]
 

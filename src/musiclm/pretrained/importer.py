@@ -1,0 +1,69 @@
+"""`musiclm import codec|mulan --from DIR --run RUN`: a pretrained model from a local folder as the stage's hand-off.
+
+Reads `DIR/config.json`, builds the adapter of its `model_type`, copies the weights in and writes
+`runs/RUN/<stage>/model.ckpt` atomically. The weights travel inside, so the run stays self-contained and the file's
+content id feeds the staleness checks (`data/tokens.py`) like a trained stage's. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from musiclm.artifacts import atomic_torch_save, handoff, model_path
+from musiclm.pretrained.hub import load_pretrained, read_config
+
+
+def adopt(adapter, model) -> None:
+    """Copy the pretrained weights into the adapter's freshly built model of the same config."""
+    adapter.model.load_state_dict(model.state_dict())
+
+
+def hf_config(model) -> dict:
+    """The model's config as plain JSON values (what a `weights_only` hand-off may hold)."""
+    return json.loads(model.config.to_json_string(use_diff=False))
+
+
+def codec_adapter(folder: Path, levels: int | None = None, bandwidth: float | None = None,
+                  sample_rate: int = 24_000):  # fmt: skip
+    """The folder's EnCodec or DAC as an `HFCodec` with its weights; `bandwidth` (EnCodec kbps) or `levels`."""
+    from musiclm.pretrained.codec import CODEC_TYPES, HFCodec, levels_for_bandwidth
+
+    read_config(folder, CODEC_TYPES, "the codec")
+    model = load_pretrained(folder)
+    if bandwidth is not None:
+        if model.config.model_type != "encodec":
+            raise ValueError("--bandwidth is EnCodec's; give DAC its level count with --levels")
+        levels = levels_for_bandwidth(model, bandwidth)
+    adapter = HFCodec(hf_config(model), levels, sample_rate, str(folder))
+    adopt(adapter, model)
+    return adapter
+
+
+def write(run: str, stage: str, adapter, folder: Path) -> Path:
+    ckpt = handoff(adapter, global_step=0, epoch=0, imported_from=str(folder))
+    return atomic_torch_save(ckpt, model_path(run, stage))
+
+
+def main(argv: list[str] | None = None, stage: str = "codec") -> None:
+    p = argparse.ArgumentParser(prog=f"musiclm import {stage}", description=__doc__)
+    p.add_argument("--from", dest="folder", type=Path, required=True, help="save_pretrained folder or cache snapshot")
+    p.add_argument("--run", default="demo")
+    p.add_argument("--sample-rate", type=int, default=24_000, help="the chain's audio rate (data.sample_rate)")
+    if stage == "codec":
+        p.add_argument("--bandwidth", type=float, default=None, help="EnCodec kbps (1.5/3/6/12/24 = 2/4/8/16/32)")
+        p.add_argument("--levels", type=int, default=None, help="residual levels to keep (default: all)")
+    ns = p.parse_args(argv)
+    folder = ns.folder.expanduser().resolve()
+    try:
+        adapter = codec_adapter(folder, ns.levels, ns.bandwidth, ns.sample_rate)
+    except ValueError as e:
+        raise SystemExit(f"musiclm import {stage}: {e}") from None
+    path = write(ns.run, stage, adapter, folder)
+    print(f"wrote {path}: {type(adapter.model).__name__}, {adapter.num_levels} levels x {adapter.codebook_size} "
+          f"at {adapter.frame_rate:g} Hz ({adapter.kbps():g} kbps)")  # fmt: skip
+
+
+def codec_main(argv: list[str] | None = None) -> None:
+    main(argv, "codec")
