@@ -43,6 +43,8 @@ TRAIN_FLAGS = $(STAGE_FLAGS) $(ARGS)
 # a local pretrained folder a stage imports instead of training (musiclm import; README "Pretrained components")
 CODEC_FROM ?=
 CODEC_IMPORT_ARGS ?=
+MULAN_FROM ?=
+MULAN_IMPORT_ARGS ?=
 LM_FLAGS = $(STAGE_FLAGS) $(if $(LM_PRECISION),--trainer.precision=$(LM_PRECISION)) $(ARGS)
 
 .PHONY: install test lint demo data train-mulan train-codec fit-semantic tokenize train-semantic train-acoustic \
@@ -76,8 +78,12 @@ data/shards/%/train/manifest.json: | $(STAMP)
 
 # ---- stages -----------------------------------------------------------------------------------------
 train-mulan: $(R)/mulan/model.ckpt
-$(R)/mulan/model.ckpt: $(SHARDS)/train/manifest.json $(ROOT)/configs/mulan.yaml | $(STAMP)
+$(R)/mulan/model.ckpt: $(SHARDS)/train/manifest.json $(ROOT)/configs/mulan.yaml $(if $(MULAN_FROM),$(MULAN_FROM)/config.json) | $(STAMP)
+ifneq ($(MULAN_FROM),)
+	$(MUSICLM) import mulan --from $(MULAN_FROM) --run $(RUN) --data-dir $(SHARDS) $(MULAN_IMPORT_ARGS)
+else
 	$(MUSICLM) train mulan $(TRAIN_FLAGS) --data.data_dir=$(SHARDS)
+endif
 	$(MUSICLM) mulan fit-quantizer --run $(RUN)
 
 train-codec: $(R)/codec/model.ckpt

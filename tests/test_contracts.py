@@ -18,7 +18,7 @@ from musiclm.mulan.module import MuLanModule
 from musiclm.semantic_tokens.module import SemanticTokenizer as KMeansTokenizer
 from tests.test_codec import TINY as TINY_CODEC
 from tests.test_mulan import TINY as TINY_MULAN
-from tests.tiny_hf import save_dac, save_encodec
+from tests.tiny_hf import save_clap, save_dac, save_encodec
 
 SR = 16_000
 
@@ -50,6 +50,15 @@ def mulan() -> MuLanModule:
     return m
 
 
+def clap_adapter(tmp_path):
+    """A pretrained CLAP (48 kHz) in MuLan's role at the tests' 16 kHz, its token quantizer fitted as after import."""
+    from musiclm.pretrained.importer import mulan_adapter
+
+    m = mulan_adapter(save_clap(tmp_path / "clap"), sample_rate=SR, levels=3, codebook_size=8)
+    m.fit_quantizer(torch.nn.functional.normalize(torch.randn(64, m.embed_dim), dim=-1), epochs=1)
+    return m
+
+
 def logmel_tokenizer() -> KMeansTokenizer:
     tok = KMeansTokenizer(sample_rate=SR, extractor="logmel", num_clusters=7)
     tok.initialized.fill_(True)
@@ -67,7 +76,7 @@ def mulan_feature_tokenizer(tmp_path) -> KMeansTokenizer:
 
 
 CODECS: list[Callable] = [conv_codec, spectral_codec, encodec_adapter, dac_adapter]
-ENCODERS: list[Callable] = [mulan]
+ENCODERS: list[Callable] = [mulan, clap_adapter]
 SEMANTIC: list[Callable] = [logmel_tokenizer, mulan_feature_tokenizer]
 
 

@@ -26,3 +26,26 @@ def save_dac(folder: Path) -> Path:
                        codebook_size=64, codebook_dim=4, sampling_rate=24_000)  # fmt: skip
     DacModel(config).save_pretrained(folder)
     return folder
+
+
+def save_clap(folder: Path) -> Path:
+    """CLAP with its feature extractor (48 kHz, 2-s window) and a word-level tokenizer of the text tower's 100 ids."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, PreTrainedTokenizerFast
+
+    torch.manual_seed(0)
+    text = dict(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                max_position_embeddings=40, projection_dim=8)  # fmt: skip
+    audio = dict(window_size=4, spec_size=64, num_mel_bins=16, patch_size=4, patch_stride=[4, 4],
+                 patch_embeds_hidden_size=8, hidden_size=16, depths=[1, 1], num_attention_heads=[2, 2],
+                 projection_dim=8, enable_fusion=False)  # fmt: skip
+    ClapModel(ClapConfig(text_config=text, audio_config=audio, projection_dim=8)).save_pretrained(folder)
+    ClapFeatureExtractor(feature_size=16, sampling_rate=48_000, hop_length=480, max_length_s=2,
+                         truncation="rand_trunc", padding="repeatpad").save_pretrained(folder)  # fmt: skip
+    words = ["<pad>", "<s>", "</s>", "<unk>", "a", "tone", "sine", "square", "noise", "piano", "drums", "music"]
+    words += [f"w{i}" for i in range(100 - len(words))]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>",
+                            eos_token="</s>").save_pretrained(folder)  # fmt: skip
+    return folder

@@ -28,7 +28,7 @@ COMMANDS: dict[str, str | dict[str, str]] = {
     },
     "train": "musiclm.train:main",
     "mulan": {"fit-quantizer": "musiclm.mulan.fit_quantizer:main"},
-    "import": {"codec": "musiclm.pretrained.importer:codec_main"},
+    "import": {"codec": "musiclm.pretrained.importer:codec_main", "mulan": "musiclm.pretrained.importer:mulan_main"},
     "tokenize": "musiclm.tokenize:main",
     "generate": "musiclm.pipeline:main",
     "eval": {"codec": "musiclm.codec.evaluate:main", "": "musiclm.evaluate:main"},

@@ -41,8 +41,25 @@ def codec_adapter(folder: Path, levels: int | None = None, bandwidth: float | No
     return adapter
 
 
-def write(run: str, stage: str, adapter, folder: Path) -> Path:
-    ckpt = handoff(adapter, global_step=0, epoch=0, imported_from=str(folder))
+def mulan_adapter(folder: Path, sample_rate: int = 24_000, levels: int = 12, codebook_size: int = 1024):
+    """The folder's CLAP (model, feature extractor and tokenizer) as a `ClapEncoder` with its weights; its token
+    quantizer (`levels` x `codebook_size`) is fitted afterwards by `musiclm mulan fit-quantizer`."""
+    from transformers import AutoFeatureExtractor, AutoTokenizer
+
+    from musiclm.pretrained.clap import CLAP_TYPES, ClapEncoder, tokenizer_files
+
+    read_config(folder, CLAP_TYPES, "MuLan's role")
+    model = load_pretrained(folder)
+    features = AutoFeatureExtractor.from_pretrained(str(folder), local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    adapter = ClapEncoder(hf_config(model), features.to_dict(), tokenizer_files(tokenizer), sample_rate,
+                          num_quantizers=levels, codebook_size=codebook_size, source=str(folder))  # fmt: skip
+    adopt(adapter, model)
+    return adapter
+
+
+def write(run: str, stage: str, adapter, folder: Path, data: dict | None = None) -> Path:
+    ckpt = handoff(adapter, data, global_step=0, epoch=0, imported_from=str(folder))
     return atomic_torch_save(ckpt, model_path(run, stage))
 
 
@@ -54,16 +71,36 @@ def main(argv: list[str] | None = None, stage: str = "codec") -> None:
     if stage == "codec":
         p.add_argument("--bandwidth", type=float, default=None, help="EnCodec kbps (1.5/3/6/12/24 = 2/4/8/16/32)")
         p.add_argument("--levels", type=int, default=None, help="residual levels to keep (default: all)")
+    else:
+        p.add_argument("--data-dir", default=None, help="audio shards `musiclm mulan fit-quantizer` embeds")
+        p.add_argument("--levels", type=int, default=12, help="MuLan tokens per clip (residual VQ levels)")
+        p.add_argument("--codebook-size", type=int, default=1024)
     ns = p.parse_args(argv)
     folder = ns.folder.expanduser().resolve()
     try:
-        adapter = codec_adapter(folder, ns.levels, ns.bandwidth, ns.sample_rate)
+        if stage == "codec":
+            adapter = codec_adapter(folder, ns.levels, ns.bandwidth, ns.sample_rate)
+        else:
+            adapter = mulan_adapter(folder, ns.sample_rate, ns.levels, ns.codebook_size)
     except ValueError as e:
         raise SystemExit(f"musiclm import {stage}: {e}") from None
-    path = write(ns.run, stage, adapter, folder)
-    print(f"wrote {path}: {type(adapter.model).__name__}, {adapter.num_levels} levels x {adapter.codebook_size} "
-          f"at {adapter.frame_rate:g} Hz ({adapter.kbps():g} kbps)")  # fmt: skip
+    if stage == "codec":
+        path = write(ns.run, stage, adapter, folder)
+        print(f"wrote {path}: {type(adapter.model).__name__}, {adapter.num_levels} levels x {adapter.codebook_size} "
+              f"at {adapter.frame_rate:g} Hz ({adapter.kbps():g} kbps)")  # fmt: skip
+    else:  # the data module fit-quantizer and eval's validation read, as a trained MuLan records it
+        window = adapter.window_samples / adapter.sample_rate
+        data = {"sample_rate": ns.sample_rate, "clip_seconds": window}
+        if ns.data_dir:
+            data["data_dir"] = ns.data_dir
+        path = write(ns.run, stage, adapter, folder, data)
+        print(f"wrote {path}: CLAP, {adapter.embed_dim}-d embeddings of {window:g}-s windows; "
+              f"fit its tokens with `musiclm mulan fit-quantizer --run {ns.run}`")  # fmt: skip
 
 
 def codec_main(argv: list[str] | None = None) -> None:
     main(argv, "codec")
+
+
+def mulan_main(argv: list[str] | None = None) -> None:
+    main(argv, "mulan")
