@@ -45,6 +45,12 @@ CODEC_FROM ?=
 CODEC_IMPORT_ARGS ?=
 MULAN_FROM ?=
 MULAN_IMPORT_ARGS ?=
+# SEMANTIC_FROM: a HuBERT / wav2vec2 / w2v-BERT folder whose features the semantic k-means clusters (else MuLan's
+# own tower's; logmel when MuLan is an imported CLAP, which has no frame features)
+SEMANTIC_FROM ?=
+SEMANTIC_ARGS ?=
+SEMANTIC_SOURCE = $(if $(SEMANTIC_FROM),--model.extractor=hf --model.source=$(SEMANTIC_FROM),$(if \
+  $(MULAN_FROM),--model.extractor=logmel,--model.source=$(R)/mulan/model.ckpt))
 LM_FLAGS = $(STAGE_FLAGS) $(if $(LM_PRECISION),--trainer.precision=$(LM_PRECISION)) $(ARGS)
 
 .PHONY: install test lint demo data train-mulan train-codec fit-semantic tokenize train-semantic train-acoustic \
@@ -95,8 +101,8 @@ else
 endif
 
 fit-semantic: $(R)/semantic_tokens/model.ckpt
-$(R)/semantic_tokens/model.ckpt: $(R)/mulan/model.ckpt $(ROOT)/configs/semantic_tokens.yaml | $(STAMP)
-	$(MUSICLM) train semantic_tokens $(TRAIN_FLAGS) --data.data_dir=$(SHARDS) --model.source=$(R)/mulan/model.ckpt
+$(R)/semantic_tokens/model.ckpt: $(R)/mulan/model.ckpt $(ROOT)/configs/semantic_tokens.yaml $(if $(SEMANTIC_FROM),$(SEMANTIC_FROM)/config.json) | $(STAMP)
+	$(MUSICLM) train semantic_tokens $(TRAIN_FLAGS) --data.data_dir=$(SHARDS) $(SEMANTIC_SOURCE) $(SEMANTIC_ARGS)
 
 tokenize: $(TOKENS)/train/manifest.json
 $(TOKENS)/train/manifest.json: $(R)/mulan/model.ckpt $(R)/codec/model.ckpt $(R)/semantic_tokens/model.ckpt | $(STAMP)

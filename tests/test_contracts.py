@@ -18,7 +18,7 @@ from musiclm.mulan.module import MuLanModule
 from musiclm.semantic_tokens.module import SemanticTokenizer as KMeansTokenizer
 from tests.test_codec import TINY as TINY_CODEC
 from tests.test_mulan import TINY as TINY_MULAN
-from tests.tiny_hf import save_clap, save_dac, save_encodec
+from tests.tiny_hf import save_clap, save_dac, save_encodec, save_hubert, save_w2v_bert
 
 SR = 16_000
 
@@ -77,7 +77,22 @@ def mulan_feature_tokenizer(tmp_path) -> KMeansTokenizer:
 
 CODECS: list[Callable] = [conv_codec, spectral_codec, encodec_adapter, dac_adapter]
 ENCODERS: list[Callable] = [mulan, clap_adapter]
-SEMANTIC: list[Callable] = [logmel_tokenizer, mulan_feature_tokenizer]
+def hf_tokenizer(folder, rate: int = SR) -> KMeansTokenizer:
+    tok = KMeansTokenizer(sample_rate=rate, extractor="hf", source=str(folder), layer=2, num_clusters=5)
+    tok.initialized.fill_(True)
+    tok.centroids.data.normal_()
+    return tok
+
+
+def hubert_tokenizer(tmp_path) -> KMeansTokenizer:
+    return hf_tokenizer(save_hubert(tmp_path / "hubert"))
+
+
+def w2v_bert_tokenizer(tmp_path) -> KMeansTokenizer:
+    return hf_tokenizer(save_w2v_bert(tmp_path / "w2v-bert"))
+
+
+SEMANTIC: list[Callable] = [logmel_tokenizer, mulan_feature_tokenizer, hubert_tokenizer, w2v_bert_tokenizer]
 
 
 def build(factory: Callable, tmp_path):

@@ -49,3 +49,26 @@ def save_clap(folder: Path) -> Path:
     PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>",
                             eos_token="</s>").save_pretrained(folder)  # fmt: skip
     return folder
+
+
+def save_hubert(folder: Path, seed: int = 0) -> Path:
+    from transformers import HubertConfig, HubertModel
+
+    torch.manual_seed(seed)
+    config = HubertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                          conv_dim=[8] * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)  # fmt: skip
+    HubertModel(config).save_pretrained(folder)
+    return folder
+
+
+def save_w2v_bert(folder: Path) -> Path:
+    """w2v-BERT 2.0's architecture with its filterbank front end (SeamlessM4TFeatureExtractor, 16 kHz, 50 Hz)."""
+    from transformers import SeamlessM4TFeatureExtractor, Wav2Vec2BertConfig, Wav2Vec2BertModel
+
+    torch.manual_seed(0)
+    config = Wav2Vec2BertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                                feature_projection_input_dim=160, conv_depthwise_kernel_size=3,
+                                left_max_position_embeddings=8, right_max_position_embeddings=2)  # fmt: skip
+    Wav2Vec2BertModel(config).save_pretrained(folder)
+    SeamlessM4TFeatureExtractor().save_pretrained(folder)
+    return folder

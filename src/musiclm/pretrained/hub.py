@@ -31,8 +31,9 @@ def weight_files(folder: Path) -> list[Path]:
     return []
 
 
-def read_config(folder: str | os.PathLike, supported: tuple[str, ...], role: str) -> dict:
-    """`folder/config.json` after checking the folder holds weights and a `model_type` in `supported`."""
+def read_config(folder: str | os.PathLike, supported: tuple[str, ...], role: str, remote_code: bool = False) -> dict:
+    """`folder/config.json` after checking the folder holds weights and a `model_type` in `supported`; a model whose
+    code ships in the folder (`auto_map`, e.g. MERT) passes only with `remote_code` (the user's explicit trust)."""
     path = Path(folder).expanduser()
     kinds = ", ".join(supported)
     if not (path / "config.json").is_file():
@@ -40,6 +41,13 @@ def read_config(folder: str | os.PathLike, supported: tuple[str, ...], role: str
     if not weight_files(path):
         raise PretrainedFolderError(f"{path}: no *.safetensors or *.bin weights; {role} imports: {kinds}")
     config = json.loads((path / "config.json").read_text())
+    if config.get("model_type") not in supported and "auto_map" in config:
+        if remote_code:
+            return config
+        raise PretrainedFolderError(
+            f"{path}: model_type {config.get('model_type')!r} runs code from that folder (e.g. MERT): pass "
+            f"--model.trust_remote_code=true (make: SEMANTIC_ARGS=--model.trust_remote_code=true) if you trust it; built in: {kinds}"
+        )
     if config.get("model_type") not in supported:
         raise PretrainedFolderError(
             f"{path}: model_type {config.get('model_type')!r} is not supported for {role}; supported: {kinds}"
