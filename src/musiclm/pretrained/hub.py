@@ -46,7 +46,8 @@ def read_config(folder: str | os.PathLike, supported: tuple[str, ...], role: str
             return config
         raise PretrainedFolderError(
             f"{path}: model_type {config.get('model_type')!r} runs code from that folder (e.g. MERT): pass "
-            f"--model.trust_remote_code=true (make: SEMANTIC_ARGS=--model.trust_remote_code=true) if you trust it; built in: {kinds}"
+            "--model.trust_remote_code=true (make: SEMANTIC_ARGS=--model.trust_remote_code=true) if you trust it; "
+            f"built in: {kinds}"
         )
     if config.get("model_type") not in supported:
         raise PretrainedFolderError(
