@@ -29,9 +29,7 @@ from musiclm.audio import resample_batch
 from musiclm.mulan.loss import ContrastiveLoss
 from musiclm.mulan.module import MuLanModule
 from musiclm.mulan.quantizer import build_quantizer
-from musiclm.pretrained.hub import build_from_config
-
-CLAP_TYPES = ("clap",)
+from musiclm.pretrained.hub import CLAP_TYPES, build_from_config
 
 
 def tokenizer_from_files(files: dict[str, str]):

@@ -20,9 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from musiclm.audio import resample_batch
-from musiclm.pretrained.hub import build_from_config
-
-CODEC_TYPES = ("encodec", "dac")
+from musiclm.pretrained.hub import CODEC_TYPES, build_from_config
 
 
 def hop_length(config: dict) -> int:

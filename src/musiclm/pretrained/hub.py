@@ -16,6 +16,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
+# the transformers `model_type`s each role's adapter drives, and how an error names the role
+CODEC_TYPES = ("encodec", "dac")
+CLAP_TYPES = ("clap",)
+ROLE_TYPES = {"codec": (CODEC_TYPES, "the codec"), "mulan": (CLAP_TYPES, "MuLan's role")}
 
 
 class PretrainedFolderError(ValueError):

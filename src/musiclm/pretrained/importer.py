@@ -11,8 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from musiclm.artifacts import atomic_torch_save, handoff, model_path
-from musiclm.pretrained.hub import load_pretrained, read_config
+from musiclm.pretrained.hub import ROLE_TYPES, load_pretrained, read_config
 
 
 def adopt(adapter, model) -> None:
@@ -28,9 +27,9 @@ def hf_config(model) -> dict:
 def codec_adapter(folder: Path, levels: int | None = None, bandwidth: float | None = None,
                   sample_rate: int = 24_000):  # fmt: skip
     """The folder's EnCodec or DAC as an `HFCodec` with its weights; `bandwidth` (EnCodec kbps) or `levels`."""
-    from musiclm.pretrained.codec import CODEC_TYPES, HFCodec, levels_for_bandwidth
+    from musiclm.pretrained.codec import HFCodec, levels_for_bandwidth
 
-    read_config(folder, CODEC_TYPES, "the codec")
+    read_config(folder, *ROLE_TYPES["codec"])
     model = load_pretrained(folder)
     if bandwidth is not None:
         if model.config.model_type != "encodec":
@@ -46,9 +45,9 @@ def mulan_adapter(folder: Path, sample_rate: int = 24_000, levels: int = 12, cod
     quantizer (`levels` x `codebook_size`) is fitted afterwards by `musiclm mulan fit-quantizer`."""
     from transformers import AutoFeatureExtractor, AutoTokenizer
 
-    from musiclm.pretrained.clap import CLAP_TYPES, ClapEncoder, tokenizer_files
+    from musiclm.pretrained.clap import ClapEncoder, tokenizer_files
 
-    read_config(folder, CLAP_TYPES, "MuLan's role")
+    read_config(folder, *ROLE_TYPES["mulan"])
     model = load_pretrained(folder)
     features = AutoFeatureExtractor.from_pretrained(str(folder), local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
@@ -59,6 +58,8 @@ def mulan_adapter(folder: Path, sample_rate: int = 24_000, levels: int = 12, cod
 
 
 def write(run: str, stage: str, adapter, folder: Path, data: dict | None = None) -> Path:
+    from musiclm.artifacts import atomic_torch_save, handoff, model_path
+
     ckpt = handoff(adapter, data, global_step=0, epoch=0, imported_from=str(folder))
     return atomic_torch_save(ckpt, model_path(run, stage))
 
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None, stage: str = "codec") -> None:
     ns = p.parse_args(argv)
     folder = ns.folder.expanduser().resolve()
     try:
+        read_config(folder, *ROLE_TYPES[stage])  # a wrong folder fails before torch and transformers load
         if stage == "codec":
             adapter = codec_adapter(folder, ns.levels, ns.bandwidth, ns.sample_rate)
         else:

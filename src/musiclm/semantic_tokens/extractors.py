@@ -77,7 +77,7 @@ class HFFeatures(FeatureExtractor):
         wave = resample_batch(wave.float(), self.sample_rate, self.model_rate)
         device = next(self.model.parameters()).device
         if self.fbank is not None:
-            inputs = self.fbank(list(wave.numpy()), sampling_rate=self.model_rate, return_tensors="pt")
+            inputs = self.fbank(list(wave.cpu().numpy()), sampling_rate=self.model_rate, return_tensors="pt")
             return self.model(**inputs.to(device), output_hidden_states=True).hidden_states[self.layer]
         if self.normalize:
             wave = (wave - wave.mean(-1, keepdim=True)) / (wave.std(-1, keepdim=True) + 1e-7)
