@@ -80,25 +80,27 @@ def test_eval_report_has_every_key_as_a_number(chain: Path):
     assert report["codec.kbps"] > 0
 
 
-def test_pretrained_codec_and_clap_replace_their_stages(chain: Path, tmp_path: Path):
-    """Tiny EnCodec and CLAP folders imported instead of training (CODEC_FROM, MULAN_FROM) on the same corpus:
-    fit-quantizer -> semantic tokens -> tokenize -> the three LM stages -> generate -> eval, nothing else changed.
-    The judge reads only the corpus, so the tiny run's is reused."""
-    from tests.tiny_hf import save_clap, save_encodec
+def test_pretrained_components_replace_their_stages(chain: Path, tmp_path: Path):
+    """Tiny EnCodec and CLAP folders imported instead of training (CODEC_FROM, MULAN_FROM) and semantic tokens over a
+    tiny HuBERT's features (SEMANTIC_FROM) on the same corpus: fit-quantizer -> semantic tokens -> tokenize -> the
+    three LM stages -> generate -> eval, nothing else changed. The judge reads only the corpus: the tiny run's."""
+    from tests.tiny_hf import save_clap, save_encodec, save_hubert
 
     run = "tiny-pretrained"
     shutil.copytree(chain / "runs" / RUN / "judge", chain / "runs" / run / "judge",
                     ignore=shutil.ignore_patterns("tb", "checkpoints"))  # fmt: skip
     make(chain, "generate", "eval", f"CODEC_FROM={save_encodec(tmp_path / 'encodec')}",
          "CODEC_IMPORT_ARGS=--bandwidth 3", f"MULAN_FROM={save_clap(tmp_path / 'clap')}",
-         "MULAN_IMPORT_ARGS=--levels 2 --codebook-size 8",
+         "MULAN_IMPORT_ARGS=--levels 2 --codebook-size 8", f"SEMANTIC_FROM={save_hubert(tmp_path / 'hubert')}",
          "TEXT=a calm piano piece", "SECONDS=1", run=run)  # fmt: skip
     classes = {s: torch.load(chain / "runs" / run / s / "model.ckpt", weights_only=True)["class_path"]
                for s in ("codec", "mulan")}  # fmt: skip
     assert classes == {"codec": "musiclm.pretrained.codec.HFCodec", "mulan": "musiclm.pretrained.clap.ClapEncoder"}
     vocab = json.loads((chain / "data" / "tokens" / run / "train" / "manifest.json").read_text())["vocab"]
     assert (vocab["acoustic_levels"], vocab["acoustic_codebook_size"], vocab["acoustic_rate"]) == (6, 64, 75.0)
-    assert (vocab["mulan_levels"], vocab["mulan_codebook_size"]) == (2, 8)
+    assert (vocab["mulan_levels"], vocab["mulan_codebook_size"]) == (2, 8) and vocab["semantic_rate"] == 25.0
+    semantic = torch.load(chain / "runs" / run / "semantic_tokens" / "model.ckpt", weights_only=True)
+    assert semantic["hyper_parameters"]["extractor"] == "hf"
     [wav] = (chain / "outputs" / run).glob("*.wav")
     assert json.loads(wav.with_suffix(".json").read_text())["sample_rate"] == 24_000
     report = json.loads((chain / "reports" / run / "eval.json").read_text())

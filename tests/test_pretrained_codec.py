@@ -16,7 +16,7 @@ import torch
 
 from musiclm import artifacts
 from musiclm.pretrained.hub import load_pretrained
-from musiclm.pretrained.importer import codec_adapter
+from musiclm.pretrained.importer import codec_adapter, codec_main
 from tests.tiny_hf import save_dac, save_encodec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,8 +105,7 @@ def test_import_runs_with_no_network_and_the_handoff_is_self_contained(folders, 
     x = 0.1 * torch.randn(1, 24_000, generator=torch.Generator().manual_seed(2))
     assert codec.tokenize(x).shape == (1, 6, 75)
     first = artifacts.file_id(path)
-    assert cli("import", "codec", "--from", str(folders["encodec"]), "--run", "r", "--bandwidth", "1.5",
-               root=tmp_path).returncode == 0  # fmt: skip
+    codec_main(["--from", str(folders["encodec"]), "--run", str(path.parents[1]), "--bandwidth", "1.5"])
     assert artifacts.file_id(path) != first  # another import is another content id: its tokens go stale
 
 
