@@ -119,3 +119,22 @@ def test_make_imports_instead_of_training_with_codec_from(tmp_path):
     want = f"import codec --from {tmp_path}/encodec_24khz --run demo --bandwidth 6"
     assert want in out.stdout, out.stdout + out.stderr
     assert "train codec" not in out.stdout
+
+
+def test_dac_44khz_rates_under_a_24khz_chain(tmp_path):
+    """DAC 44.1 kHz (hop 512, 86.13 Hz) read at 24 kHz: frames and decoded length follow the contract's rounding."""
+    import math
+
+    from transformers import DacConfig, DacModel
+
+    config = DacConfig(encoder_hidden_size=4, decoder_hidden_size=16, downsampling_ratios=[2, 4, 8, 8], n_codebooks=3,
+                       codebook_size=32, codebook_dim=4, sampling_rate=44_100)  # fmt: skip
+    DacModel(config).save_pretrained(tmp_path / "dac44")
+    codec = codec_adapter(tmp_path / "dac44", sample_rate=24_000)
+    assert codec.frame_rate == pytest.approx(86.13, abs=0.01)
+    x = 0.1 * torch.randn(1, 24_001, generator=torch.Generator().manual_seed(3))
+    codes = codec.tokenize(x)
+    assert codes.shape == (1, 3, math.ceil(24_001 * codec.frame_rate / 24_000))
+    y = codec.decode(codes)
+    assert y.shape[-1] == math.ceil(codes.shape[-1] * 24_000 / codec.frame_rate) >= x.shape[-1]
+    assert codec.reconstruct(x).shape == x.shape
