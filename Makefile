@@ -40,6 +40,17 @@ STAGE_FLAGS = --run $(RUN) --profile $(PROFILE) --trainer $(TRAINER) \
   $(if $(DEVICES),--trainer.devices=$(DEVICES)) $(if $(NODES),--trainer.num_nodes=$(NODES)) \
   $(if $(ACCELERATOR),--trainer.accelerator=$(ACCELERATOR))
 TRAIN_FLAGS = $(STAGE_FLAGS) $(ARGS)
+# a local pretrained folder a stage imports instead of training (musiclm import; README "Pretrained components")
+CODEC_FROM ?=
+CODEC_IMPORT_ARGS ?=
+MULAN_FROM ?=
+MULAN_IMPORT_ARGS ?=
+# SEMANTIC_FROM: a HuBERT / wav2vec2 / w2v-BERT folder whose features the semantic k-means clusters (else MuLan's
+# own tower's; logmel when MuLan is an imported CLAP, which has no frame features)
+SEMANTIC_FROM ?=
+SEMANTIC_ARGS ?=
+SEMANTIC_SOURCE = $(if $(SEMANTIC_FROM),--model.extractor=hf --model.source=$(SEMANTIC_FROM),$(if \
+  $(MULAN_FROM),--model.extractor=logmel,--model.source=$(R)/mulan/model.ckpt))
 LM_FLAGS = $(STAGE_FLAGS) $(if $(LM_PRECISION),--trainer.precision=$(LM_PRECISION)) $(ARGS)
 
 .PHONY: install test lint demo data train-mulan train-codec fit-semantic tokenize train-semantic train-acoustic \
@@ -74,17 +85,25 @@ data/shards/%/train/manifest.json: | $(STAMP)
 
 # ---- stages -----------------------------------------------------------------------------------------
 train-mulan: $(R)/mulan/model.ckpt
-$(R)/mulan/model.ckpt: $(SHARDS)/train/manifest.json $(ROOT)/configs/mulan.yaml | $(STAMP)
+$(R)/mulan/model.ckpt: $(SHARDS)/train/manifest.json $(ROOT)/configs/mulan.yaml $(if $(MULAN_FROM),$(MULAN_FROM)/config.json) | $(STAMP)
+ifneq ($(MULAN_FROM),)
+	$(MUSICLM) import mulan --from $(MULAN_FROM) --run $(RUN) --data-dir $(SHARDS) $(MULAN_IMPORT_ARGS)
+else
 	$(MUSICLM) train mulan $(TRAIN_FLAGS) --data.data_dir=$(SHARDS)
+endif
 	$(MUSICLM) mulan fit-quantizer --run $(RUN)
 
 train-codec: $(R)/codec/model.ckpt
-$(R)/codec/model.ckpt: $(SHARDS)/train/manifest.json $(ROOT)/configs/codec.yaml | $(STAMP)
+$(R)/codec/model.ckpt: $(SHARDS)/train/manifest.json $(ROOT)/configs/codec.yaml $(if $(CODEC_FROM),$(CODEC_FROM)/config.json) | $(STAMP)
+ifneq ($(CODEC_FROM),)
+	$(MUSICLM) import codec --from $(CODEC_FROM) --run $(RUN) $(CODEC_IMPORT_ARGS)
+else
 	$(MUSICLM) train codec $(TRAIN_FLAGS) --data.data_dir=$(SHARDS)
+endif
 
 fit-semantic: $(R)/semantic_tokens/model.ckpt
-$(R)/semantic_tokens/model.ckpt: $(R)/mulan/model.ckpt $(ROOT)/configs/semantic_tokens.yaml | $(STAMP)
-	$(MUSICLM) train semantic_tokens $(TRAIN_FLAGS) --data.data_dir=$(SHARDS) --model.source=$(R)/mulan/model.ckpt
+$(R)/semantic_tokens/model.ckpt: $(R)/mulan/model.ckpt $(ROOT)/configs/semantic_tokens.yaml $(if $(SEMANTIC_FROM),$(SEMANTIC_FROM)/config.json) | $(STAMP)
+	$(MUSICLM) train semantic_tokens $(TRAIN_FLAGS) --data.data_dir=$(SHARDS) $(SEMANTIC_SOURCE) $(SEMANTIC_ARGS)
 
 tokenize: $(TOKENS)/train/manifest.json
 $(TOKENS)/train/manifest.json: $(R)/mulan/model.ckpt $(R)/codec/model.ckpt $(R)/semantic_tokens/model.ckpt | $(STAMP)

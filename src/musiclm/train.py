@@ -28,6 +28,7 @@ from musiclm.compat import LastCheckpoint, TrainerHookCLI
 from musiclm.config import CONFIG_ROOT, config_layers
 from musiclm.distributed import is_sharded, recover_checkpoint
 from musiclm.paths import resolve
+from musiclm.pretrained.hub import PretrainedFolderError
 from musiclm.stages import STAGES
 
 
@@ -205,6 +206,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--profile", default="demo", help="demo | paper")
     p.add_argument("--trainer", default="cpu", help="cpu | gpu | ddp | fsdp (configs/trainer/)")
     ns, extra = p.parse_known_args(argv)
-    path = train(ns.stage, ns.run, ns.profile, ns.trainer, extra)
+    try:
+        path = train(ns.stage, ns.run, ns.profile, ns.trainer, extra)
+    except ValueError as e:  # a wrong or untrusted pretrained folder: one line, no traceback
+        cause: BaseException | None = e
+        while cause is not None and not isinstance(cause, PretrainedFolderError):
+            cause = cause.__cause__  # LightningCLI (jsonargparse) wraps what a module's __init__ raises
+        if cause is None:
+            raise
+        raise SystemExit(f"musiclm train {ns.stage}: {cause}") from None
     if rank_zero_only.rank == 0:
         print(f"wrote {path}")

@@ -226,7 +226,7 @@ class MuLanModule(L.LightningModule):
     def fit_quantizer(self, audio_embeddings: torch.Tensor, epochs: int = 20) -> float:
         """(Re)fit the residual VQ from scratch on audio embeddings [N, embed_dim]; returns the relative error."""
         hp = self.hparams
-        self.quantizer = build_quantizer(hp.embed_dim, hp.num_quantizers, hp.codebook_size, hp.kmeans_iters).to(
+        self.quantizer = build_quantizer(self.embed_dim, hp.num_quantizers, hp.codebook_size, hp.kmeans_iters).to(
             self.device
         )
         err = fit_residual_vq(self.quantizer, audio_embeddings.to(self.device).float(), epochs=epochs)
