@@ -102,8 +102,8 @@ class ShardDataModule(L.LightningDataModule):
         groups, weights, clips = self.train_groups()
         epoch = per_worker(hp.train_epoch_clips or clips, world_size, hp.num_workers)
         return mixed_stream(
-            groups, weights, decode, self.decode_errors, rank=rank, shuffle_buffer=hp.shuffle_buffer, seed=seed,
-            samples_per_worker=epoch,
+            groups, weights, decode, self.decode_errors, rank=rank, world_size=world_size,
+            shuffle_buffer=hp.shuffle_buffer, seed=seed, samples_per_worker=epoch,
         )  # fmt: skip
 
     def loader(self, split: str) -> DataLoader:
