@@ -63,3 +63,16 @@ def test_eval_prompts_come_from_captioned_test_clips(tmp_path, capsys):
                                                       sample_rate=16_000))  # fmt: skip
     with pytest.raises(NoCaptionsError, match="no captioned clip"):
         captioned_prompts(none, 4)
+
+
+def test_stages_that_learn_from_text_read_captioned_clips_only():
+    """The registry's `captions` stages (MuLan) set data.captioned_only in their config; eval forces it for them."""
+    import yaml
+
+    from musiclm.config import config_root
+    from musiclm.stages import STAGES
+
+    text = [s for s in STAGES.values() if s.captions]
+    assert [s.name for s in text] == ["mulan"]
+    for s in text:
+        assert yaml.safe_load((config_root() / f"{s.name}.yaml").read_text())["data"]["captioned_only"] is True

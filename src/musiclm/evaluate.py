@@ -38,10 +38,13 @@ ORDER_CLIPS = 32  # temporal-order clips eval renders when the test split has no
 
 
 def validate_stage(run: str, stage: str, **data_overrides) -> dict[str, float]:
-    """Run the stage's validation loop on its val split; returns the logged metrics."""
+    """Run the stage's validation loop on its val split; returns the logged metrics. A stage that learns from text
+    reads captioned clips only, whatever its hand-off recorded (imported and older ones record nothing)."""
     ckpt = read_handoff(run, stage)
     module = build_from_handoff(ckpt, stage)
     stored = ckpt.get("datamodule_hyper_parameters", {})
+    if STAGES[stage].captions:
+        data_overrides = {"captioned_only": True} | data_overrides
     workers = min(int((stored | data_overrides).get("num_workers", 0)), 2)
     datamodule = STAGES[stage].data_class().from_hparams(stored, **(data_overrides | {"num_workers": workers}))
     trainer = L.Trainer(

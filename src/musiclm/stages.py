@@ -21,6 +21,7 @@ class Stage:
     stream: str | None = None  # the token stream `musiclm tokenize` makes with this stage's hand-off
     reads_tokens: bool = False  # trains on token shards (so it needs `make tokenize` first)
     chain: bool = True  # part of text-to-music (generate needs it); False for a judge, which only evaluates the chain
+    captions: bool = False  # learns from text: reads captioned clips only (its config's data.captioned_only; eval too)
 
     def module_class(self) -> type:
         return load_object(self.module)
@@ -35,7 +36,7 @@ TOKEN_DATA = "musiclm.data.datamodules.TokenDataModule"
 STAGES: dict[str, Stage] = {
     s.name: s
     for s in [
-        Stage("mulan", "musiclm.mulan.module.MuLanModule", AUDIO_DATA, "train-mulan", stream="mulan"),
+        Stage("mulan", "musiclm.mulan.module.MuLanModule", AUDIO_DATA, "train-mulan", stream="mulan", captions=True),
         Stage("codec", "musiclm.codec.module.CodecModule", AUDIO_DATA, "train-codec", stream="acoustic"),
         Stage("semantic_tokens", "musiclm.semantic_tokens.module.SemanticTokenizer", AUDIO_DATA, "fit-semantic",
               stream="semantic"),  # fmt: skip
