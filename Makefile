@@ -22,6 +22,11 @@ SYNTH_CLIPS ?= 1200
 SYNTH_SECONDS ?= 8
 # share of clips with a negation or temporal-order prompt (0: the corpus is what it was before prompt kinds)
 PROMPT_KINDS_RATE ?= 0
+# 1: each clip also rendered as its melody's pairs (another instrument, arrangement, octave, solo, hummed)
+MELODY_PAIRS ?= 0
+# the melody embedding's training corpus: melody pairs (data synth --melody-pairs), MELODY_CLIPS melodies
+MELODY_DATASET ?= synth-melody
+MELODY_CLIPS ?= 400
 WORKERS ?= 2
 
 # ROOT lets the chain run in another directory: make -f /path/to/Makefile -C /scratch demo
@@ -68,8 +73,14 @@ data: $(SHARDS)/train/manifest.json
 data/shards/%/train/manifest.json: | $(STAMP)
 	@case "$*" in synth*) ;; *) echo "no shards for DATASET=$*: build them with musiclm data ingest SRC_DIR data/shards/$*" >&2; exit 2;; esac
 	$(MUSICLM) data synth data/shards/$* --num-clips $(SYNTH_CLIPS) --seconds $(SYNTH_SECONDS) --seed 0 --workers $(WORKERS) \
-	  --prompt-kinds-rate $(PROMPT_KINDS_RATE)
+	  --prompt-kinds-rate $(PROMPT_KINDS_RATE) $(if $(filter 1,$(MELODY_PAIRS)),--melody-pairs)
 	$(MUSICLM) data check data/shards/$*
+
+# the melody model's pairs: the same melodies under other acoustics (an explicit rule wins over the pattern above)
+data/shards/$(MELODY_DATASET)/train/manifest.json: | $(STAMP)
+	$(MUSICLM) data synth data/shards/$(MELODY_DATASET) --num-clips $(MELODY_CLIPS) --seconds $(SYNTH_SECONDS) \
+	  --seed 1 --workers $(WORKERS) --melody-pairs
+	$(MUSICLM) data check data/shards/$(MELODY_DATASET)
 
 # ---- stages -----------------------------------------------------------------------------------------
 train-mulan: $(R)/mulan/model.ckpt
