@@ -26,7 +26,7 @@ PROMPT_KINDS_RATE ?= 0
 MELODY_PAIRS ?= 0
 # the melody embedding's training corpus: melody pairs (data synth --melody-pairs), MELODY_CLIPS melodies
 MELODY_DATASET ?= synth-melody
-MELODY_CLIPS ?= 400
+MELODY_CLIPS ?= 300
 WORKERS ?= 2
 
 # ROOT lets the chain run in another directory: make -f /path/to/Makefile -C /scratch demo
@@ -48,7 +48,7 @@ TRAIN_FLAGS = $(STAGE_FLAGS) $(ARGS)
 LM_FLAGS = $(STAGE_FLAGS) $(if $(LM_PRECISION),--trainer.precision=$(LM_PRECISION)) $(ARGS)
 
 .PHONY: install test lint demo data train-mulan train-codec fit-semantic tokenize train-semantic train-acoustic \
-        train-judge generate eval bench tensorboard clean-run
+        train-judge train-melody generate eval bench tensorboard clean-run
 
 install: $(STAMP)
 
@@ -114,6 +114,11 @@ $(R)/fine/model.ckpt: $(TOKENS)/train/manifest.json $(ROOT)/configs/fine.yaml | 
 train-judge: $(R)/judge/model.ckpt
 $(R)/judge/model.ckpt: $(SHARDS)/train/manifest.json $(ROOT)/configs/judge.yaml | $(STAMP)
 	$(MUSICLM) train judge $(TRAIN_FLAGS) --data.data_dir=$(SHARDS)
+
+# the melody embedding (melody tokens): trained on melody pairs, its residual VQ fitted at the end of training
+train-melody: $(R)/melody/model.ckpt
+$(R)/melody/model.ckpt: data/shards/$(MELODY_DATASET)/train/manifest.json $(ROOT)/configs/melody.yaml | $(STAMP)
+	$(MUSICLM) train melody $(TRAIN_FLAGS) --data.data_dir=data/shards/$(MELODY_DATASET)
 
 # ---- use --------------------------------------------------------------------------------------------
 STAGE_CKPTS := $(foreach s,mulan codec semantic_tokens semantic coarse fine,$(R)/$(s)/model.ckpt)
