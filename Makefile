@@ -97,7 +97,9 @@ $(R)/semantic_tokens/model.ckpt: $(R)/mulan/model.ckpt $(ROOT)/configs/semantic_
 	$(MUSICLM) train semantic_tokens $(TRAIN_FLAGS) --data.data_dir=$(SHARDS) --model.source=$(R)/mulan/model.ckpt
 
 tokenize: $(TOKENS)/train/manifest.json
-$(TOKENS)/train/manifest.json: $(R)/mulan/model.ckpt $(R)/codec/model.ckpt $(R)/semantic_tokens/model.ckpt | $(STAMP)
+# tokenize adds melody tokens where the run has a melody model (make train-melody), so they depend on it then
+MELODY_CKPT = $(wildcard $(R)/melody/model.ckpt)
+$(TOKENS)/train/manifest.json: $(R)/mulan/model.ckpt $(R)/codec/model.ckpt $(R)/semantic_tokens/model.ckpt $(MELODY_CKPT) | $(STAMP)
 	$(MUSICLM) tokenize --run $(RUN) --dataset $(DATASET) --workers $(WORKERS)
 
 train-semantic: $(R)/semantic/model.ckpt

@@ -47,9 +47,9 @@ def loaders(batch_size: int = 16) -> tuple[DataLoader, DataLoader]:
     )
 
 
-def fit(module: L.LightningModule, steps: int) -> tuple[float, float, L.Trainer]:
-    """(val loss before, val loss after, trainer) of a short fit."""
-    train, val = loaders()
+def fit(module: L.LightningModule, steps: int, loaders=None) -> tuple[float, float, L.Trainer]:
+    """(val loss before, val loss after, trainer) of a short fit (on the toy language unless `loaders` are given)."""
+    train, val = loaders or globals()["loaders"]()
     trainer = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=1,
                         val_check_interval=steps, check_val_every_n_epoch=None)
