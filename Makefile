@@ -15,6 +15,8 @@ NODES ?=
 ACCELERATOR ?=
 ARGS ?=
 TEXT ?=
+# an audio file whose melody `make generate` follows (a run trained with melody conditioning: README)
+MELODY ?=
 SECONDS ?= 10
 NUM_PROMPTS ?= 32
 # synthetic corpus size (the demo default renders in about a minute on 2 cores)
@@ -27,6 +29,8 @@ MELODY_PAIRS ?= 0
 # the melody embedding's training corpus: melody pairs (data synth --melody-pairs), MELODY_CLIPS melodies
 MELODY_DATASET ?= synth-melody
 MELODY_CLIPS ?= 300
+# 1: the semantic stage conditions on melody tokens too (needs train-melody; tokenize then writes them)
+MELODY_COND ?= 0
 WORKERS ?= 2
 
 # ROOT lets the chain run in another directory: make -f /path/to/Makefile -C /scratch demo
@@ -98,13 +102,14 @@ $(R)/semantic_tokens/model.ckpt: $(R)/mulan/model.ckpt $(ROOT)/configs/semantic_
 
 tokenize: $(TOKENS)/train/manifest.json
 # tokenize adds melody tokens where the run has a melody model (make train-melody), so they depend on it then
-MELODY_CKPT = $(wildcard $(R)/melody/model.ckpt)
+MELODY_CKPT = $(if $(filter 1,$(MELODY_COND)),$(R)/melody/model.ckpt,$(wildcard $(R)/melody/model.ckpt))
 $(TOKENS)/train/manifest.json: $(R)/mulan/model.ckpt $(R)/codec/model.ckpt $(R)/semantic_tokens/model.ckpt $(MELODY_CKPT) | $(STAMP)
 	$(MUSICLM) tokenize --run $(RUN) --dataset $(DATASET) --workers $(WORKERS)
 
 train-semantic: $(R)/semantic/model.ckpt
 $(R)/semantic/model.ckpt: $(TOKENS)/train/manifest.json $(ROOT)/configs/semantic.yaml | $(STAMP)
-	$(MUSICLM) train semantic $(LM_FLAGS) --data.data_dir=$(TOKENS) --data.run=$(RUN)
+	$(MUSICLM) train semantic $(LM_FLAGS) --data.data_dir=$(TOKENS) --data.run=$(RUN) \
+	  $(if $(filter 1,$(MELODY_COND)),--model.melody_conditioning=true)
 
 train-acoustic: $(R)/coarse/model.ckpt $(R)/fine/model.ckpt
 $(R)/coarse/model.ckpt: $(TOKENS)/train/manifest.json $(ROOT)/configs/coarse.yaml | $(STAMP)
@@ -127,12 +132,14 @@ STAGE_CKPTS := $(foreach s,mulan codec semantic_tokens semantic coarse fine,$(R)
 JUDGE_CKPTS := $(foreach s,judge,$(R)/$(s)/model.ckpt)
 
 generate: $(STAGE_CKPTS) | $(STAMP)
-	@test -n "$(TEXT)" || { echo 'usage: make generate TEXT="a calm piano ballad" [SECONDS=10] [RUN=demo]'; exit 2; }
-	$(MUSICLM) generate --run $(RUN) --text "$(TEXT)" --seconds $(SECONDS) --out outputs/$(RUN)
+	@test -n "$(TEXT)" || { echo 'usage: make generate TEXT="a calm piano ballad" [SECONDS=10] [RUN=demo] [MELODY=hum.wav]'; exit 2; }
+	$(MUSICLM) generate --run $(RUN) --text "$(TEXT)" --seconds $(SECONDS) --out outputs/$(RUN) \
+	  $(if $(MELODY),--melody "$(MELODY)")
 
 eval: reports/$(RUN)/eval.json
 reports/$(RUN)/eval.json: $(STAGE_CKPTS) $(JUDGE_CKPTS) $(TOKENS)/train/manifest.json | $(STAMP)
-	$(MUSICLM) eval --run $(RUN) --dataset $(DATASET) --num-prompts $(NUM_PROMPTS) --out $@
+	$(MUSICLM) eval --run $(RUN) --dataset $(DATASET) --num-prompts $(NUM_PROMPTS) --out $@ \
+	  --melody-dataset $(MELODY_DATASET)
 
 bench: $(STAMP)
 	$(MUSICLM) bench --out reports/bench.json

@@ -198,7 +198,7 @@ def evaluate_oracles(run: str, lm: MusicLM, prompts: list[dict], seconds: float,
 
 def evaluate(run: str, dataset: str, num_prompts: int = 32, seconds: float | None = None, batch_size: int = 8,
              cfg_scale: float = 3.0, seed: int = 0, out: Path | None = None,
-             num_kind_prompts: int = 16) -> dict:  # fmt: skip
+             num_kind_prompts: int = 16, melody_dataset: str = "synth-melody") -> dict:  # fmt: skip
     from musiclm.codec.evaluate import evaluate_codec
 
     dataset_dir = data_dir() / "shards" / dataset
@@ -228,6 +228,9 @@ def evaluate(run: str, dataset: str, num_prompts: int = 32, seconds: float | Non
     report.update(evaluate_oracles(run, lm, prompts, seconds, batch_size, cfg_scale, seed))
     report.update(evaluate_judges(run, lm, clips, num_prompts, generated, num_kind_prompts, batch_size, cfg_scale, seed,
                                   plots))  # fmt: skip
+    from musiclm.melody.evaluate import melody_report  # melody.*: only where the run has a melody model
+
+    report.update(melody_report(lm, data_dir() / "shards" / melody_dataset, seconds, batch_size, cfg_scale, seed))
     return report
 
 
@@ -242,10 +245,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--num-kind-prompts", type=int, default=16, help="negation / temporal-order prompts for the judges")
+    p.add_argument("--melody-dataset", default="synth-melody", help="melody-pair shards for the melody.* figures")
     a = p.parse_args(argv)
     out = a.out or reports_dir() / run_dir(a.run).name / "eval.json"
     report = evaluate(a.run, a.dataset, a.num_prompts, a.seconds, a.batch_size, a.cfg_scale, a.seed, out,
-                      a.num_kind_prompts)  # fmt: skip
+                      a.num_kind_prompts, a.melody_dataset)  # fmt: skip
     atomic_write_bytes(out, json.dumps(report, indent=1).encode())
     print(json.dumps(report, indent=1))
     print(f"wrote {out}")

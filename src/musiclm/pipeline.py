@@ -3,6 +3,7 @@
     lm = MusicLM.from_run("runs/demo")
     out = lm.generate(["a calm piano ballad"], seconds=10, cfg_scale=3.0, seed=0)
     out.waves  # [B, T] at out.sample_rate
+    out = lm.generate(["a jazz tune"], melody=hummed_wave, melody_sample_rate=44_100)  # a run with a melody model
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
-from musiclm.artifacts import atomic_write_bytes, load_model, run_dir
-from musiclm.audio import resample_batch, save_audio
+from musiclm.artifacts import atomic_write_bytes, load_model, model_path, run_dir
+from musiclm.audio import AudioError, load_audio, resample_batch, save_audio
 from musiclm.log import save_wave_spectrogram_png
 from musiclm.paths import outputs_dir
 from musiclm.stages import LM_STAGES
@@ -38,16 +40,33 @@ class Generation:
 class MusicLM:
     """The trained chain. Each stage is the same module a notebook gets from `load_model(run, stage)`."""
 
-    def __init__(self, mulan, semantic, coarse, fine, codec, device: str | torch.device = "cpu"):
+    def __init__(self, mulan, semantic, coarse, fine, codec, device: str | torch.device = "cpu", melody=None):
         self.mulan, self.semantic, self.coarse, self.fine, self.codec = (
             m.eval().to(device) for m in (mulan, semantic, coarse, fine, codec)
         )
+        self.melody = None if melody is None else melody.eval().to(device)  # melody tokens for `generate(melody=)`
         self.device = torch.device(device)
 
     @classmethod
     def from_run(cls, run: str | Path, device: str | torch.device = "cpu") -> MusicLM:
-        """Load every stage's `model.ckpt`; a missing one raises MissingArtifactError naming its make target."""
-        return cls(*(load_model(run, s, map_location=device) for s in STAGES), device=device)
+        """Load every stage's `model.ckpt` (and the melody model's where the run has one); a missing one raises
+        MissingArtifactError naming its make target."""
+        melody = load_model(run, "melody", map_location=device) if model_path(run, "melody").is_file() else None
+        return cls(*(load_model(run, s, map_location=device) for s in STAGES), device=device, melody=melody)
+
+    @torch.inference_mode()
+    def melody_tokens(self, wave: torch.Tensor | np.ndarray, sample_rate: int, batch: int) -> torch.Tensor:
+        """Melody tokens `[batch, Q, W]` of a melody wave (`[T]`, `[1, T]` or `[batch, T]`, any rate)."""
+        if self.melody is None:
+            raise ValueError("this run has no melody model: train one with `make train-melody RUN=...` "
+                             "(README, Melody conditioning)")  # fmt: skip
+        if not self.semantic.hparams.get("melody_conditioning"):
+            raise ValueError("this run's semantic stage was trained without melody tokens: retrain it with "
+                             "ARGS=--model.melody_conditioning=true (README, Melody conditioning)")  # fmt: skip
+        wave = torch.as_tensor(wave, dtype=torch.float32)
+        wave = wave[None] if wave.ndim == 1 else wave
+        wave = resample_batch(wave, sample_rate, self.melody.sample_rate).to(self.device)
+        return self.melody.tokenize(wave).expand(batch, -1, -1) if len(wave) == 1 else self.melody.tokenize(wave)
 
     @property
     def sample_rate(self) -> int:
@@ -65,10 +84,15 @@ class MusicLM:
         seed: int = 0,
         progress: bool = True,
         mulan_tokens: torch.Tensor | None = None,
+        melody: torch.Tensor | np.ndarray | None = None,
+        melody_sample_rate: int | None = None,
     ) -> Generation:
         """Sample music for a batch of prompts. `temperature` is one value or per stage (paper: semantic 1.0,
         coarse 0.95, fine 0.4, which are the stages' own defaults when None). `mulan_tokens` [B, Q] condition on
-        given MuLan tokens instead of the texts' (a real clip's audio tokens: the chain without MuLan's text side)."""
+        given MuLan tokens instead of the texts' (a real clip's audio tokens: the chain without MuLan's text side).
+        `melody` (one wave `[T]` for every prompt or `[B, T]`, at `melody_sample_rate`, the codec's by default): a
+        hummed, whistled or played melody the music follows (a run with a melody model and a melody-conditioned
+        semantic stage)."""
         temps = temperature if isinstance(temperature, dict) else dict.fromkeys(LM_STAGES, temperature)
         sampling = dict(top_k=top_k, top_p=top_p)
         timings: dict[str, float] = {}
@@ -84,13 +108,19 @@ class MusicLM:
 
         given = mulan_tokens
         mulan = step("mulan", lambda: (self.mulan.tokens_from_text(texts) if given is None else given).to(self.device))
+        melody_ids = None
+        if melody is not None:  # not a `step`: the progress bar counts the five stages every generation runs
+            t0 = time.perf_counter()
+            melody_ids = self.melody_tokens(melody, melody_sample_rate or self.sample_rate, len(texts))
+            timings["melody"] = round(time.perf_counter() - t0, 3)
         n_sem = round(seconds * self.coarse.hparams.semantic_rate)
         semantic = step(
             "semantic",
             lambda: self.semantic.generate(
-                mulan, n_sem, temperature=temps.get("semantic"), cfg_scale=cfg_scale, seed=seed, **sampling
+                mulan, n_sem, temperature=temps.get("semantic"), cfg_scale=cfg_scale, seed=seed,
+                **sampling, **({"melody": melody_ids} if melody_ids is not None else {}),
             ),
-        )
+        )  # fmt: skip
         coarse = step(
             "coarse",
             lambda: self.coarse.generate(
@@ -102,11 +132,11 @@ class MusicLM:
         bar.close()
         settings = dict(
             seconds=seconds, cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed
-        )
-        return Generation(
-            texts, waves.float().cpu(), self.sample_rate,
-            {"mulan": mulan, "semantic": semantic, "coarse": coarse, "acoustic": codes}, timings, settings,
-        )  # fmt: skip
+        ) | ({"melody": True} if melody_ids is not None else {})
+        tokens = {"mulan": mulan, "semantic": semantic, "coarse": coarse, "acoustic": codes}
+        if melody_ids is not None:
+            tokens["melody"] = melody_ids
+        return Generation(texts, waves.float().cpu(), self.sample_rate, tokens, timings, settings)
 
     @torch.inference_mode()
     def embed_audio(self, waves: torch.Tensor) -> torch.Tensor:
@@ -167,6 +197,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--melody", type=Path, default=None,
+                   help="an audio file (any format soundfile reads, any rate) whose melody the music follows: a "
+                   "run with a melody model and a melody-conditioned semantic stage (README, Melody conditioning)")
     a = p.parse_args(argv)
     texts = list(a.text)
     if a.prompts:
@@ -174,10 +207,18 @@ def main(argv: list[str] | None = None) -> None:
     if not texts:
         p.error("give --text or --prompts")
     lm = MusicLM.from_run(a.run, a.device)
+    melody: dict = {}
+    if a.melody is not None:
+        rate = lm.melody.sample_rate if lm.melody is not None else lm.sample_rate
+        try:
+            melody = {"melody": load_audio(a.melody, rate), "melody_sample_rate": rate}
+        except (AudioError, OSError) as e:
+            p.error(f"--melody {a.melody}: {e}")
     out = a.out or outputs_dir() / run_dir(a.run).name
     for start in range(0, len(texts), a.batch_size):
         batch = texts[start : start + a.batch_size]
-        result = lm.generate(batch, a.seconds, a.cfg_scale, a.temperature, a.top_k, a.top_p, a.seed + start)
+        result = lm.generate(batch, a.seconds, a.cfg_scale, a.temperature, a.top_k, a.top_p, a.seed + start,
+                             **melody)  # fmt: skip
         for path in write_outputs(lm, result, out, start):
             print(f"wrote {path} (+ .png, .json)")
 
