@@ -20,7 +20,7 @@ RUN, DATASET = "tiny-melody", "synth-melody-tiny"
 
 def make(workdir: Path, *args: str) -> None:
     cmd = ["make", "-f", str(ROOT / "Makefile"), "-C", str(workdir), *args, f"RUN={RUN}", "PROFILE=tiny",
-           f"DATASET={DATASET}", f"MELODY_DATASET={DATASET}", "MELODY_CLIPS=16", "SYNTH_SECONDS=3",
+           f"DATASET={DATASET}", f"MELODY_DATASET={DATASET}", "MELODY_CLIPS=30", "SYNTH_SECONDS=3",
            "WORKERS=1"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     if proc.returncode != 0:
