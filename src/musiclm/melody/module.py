@@ -1,6 +1,6 @@
 """`MelodyModule`: the melody embedding's LightningModule and its token producer (the `melody` stream).
 
-Training: a batch is two renderings of the same 4-s window for each of B different melodies (`pairs.MelodyPairs`);
+Training: a batch is two renderings of the same 4-s window for each of B different melodies (`pairs.PairBatches`);
 a symmetric InfoNCE loss (`ContrastiveLoss`, MuLan's, with its clamped temperature) pulls the two together and
 pushes other melodies apart. Validation: recall@1 of each held-out melody's hummed window among the original mixes
 of every held-out melody at the same window (`val/recall@1`, chance 1/B).

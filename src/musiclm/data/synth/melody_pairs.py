@@ -89,8 +89,8 @@ def variant_tracks(piece: Piece, variant: str, rng: np.random.Generator) -> tupl
                 out.append(t)
         return out, lead
     if variant == "octave":
-        pitches = [n[2] for n in melody["notes"]]
-        shift = -12 if pitches and max(pitches) + 12 > 96 else 12 if rng.random() < 0.5 or min(pitches) < 48 else -12
+        pitches = [n[2] for n in melody["notes"]] or [60]
+        shift = -12 if max(pitches) + 12 > 96 else 12 if rng.random() < 0.5 or min(pitches) < 48 else -12
         moved = melody | {"notes": [(s, e, p + shift, v) for s, e, p, v in melody["notes"]]}
         return [moved if t is melody else t for t in tracks], lead
     if variant == "solo":
