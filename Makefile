@@ -49,10 +49,21 @@ STAGE_FLAGS = --run $(RUN) --profile $(PROFILE) --trainer $(TRAINER) \
   $(if $(DEVICES),--trainer.devices=$(DEVICES)) $(if $(NODES),--trainer.num_nodes=$(NODES)) \
   $(if $(ACCELERATOR),--trainer.accelerator=$(ACCELERATOR))
 TRAIN_FLAGS = $(STAGE_FLAGS) $(ARGS)
+# a local pretrained folder a stage imports instead of training (musiclm import; README "Pretrained components")
+CODEC_FROM ?=
+CODEC_IMPORT_ARGS ?=
+MULAN_FROM ?=
+MULAN_IMPORT_ARGS ?=
+# SEMANTIC_FROM: a HuBERT / wav2vec2 / w2v-BERT folder whose features the semantic k-means clusters (else MuLan's
+# own tower's; logmel when MuLan is an imported CLAP, which has no frame features)
+SEMANTIC_FROM ?=
+SEMANTIC_ARGS ?=
+SEMANTIC_SOURCE = $(if $(SEMANTIC_FROM),--model.extractor=hf --model.source=$(SEMANTIC_FROM),$(if \
+  $(MULAN_FROM),--model.extractor=logmel,--model.source=$(R)/mulan/model.ckpt))
 LM_FLAGS = $(STAGE_FLAGS) $(if $(LM_PRECISION),--trainer.precision=$(LM_PRECISION)) $(ARGS)
 
 .PHONY: install test lint demo data train-mulan train-codec fit-semantic tokenize train-semantic train-acoustic \
-        train-judge train-melody generate eval bench tensorboard clean-run
+        train-judge train-melody generate eval bench gpu-check tensorboard clean-run
 
 install: $(STAMP)
 
@@ -62,6 +73,7 @@ $(STAMP): $(ROOT)/pyproject.toml $(ROOT)/requirements.lock $(ROOT)/scripts/syste
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0   # the CPU wheel first, so nothing can pull a CUDA build
 	$(PY) -m pip install -q -c $(ROOT)/requirements.lock -e "$(ROOT)[dev,text]"
+	$(PY) -m pip install -q --no-deps basic-pitch==0.4.0   # only its ONNX note model (the key judge); no TensorFlow
 	touch $@
 
 test: $(STAMP)
@@ -88,17 +100,25 @@ data/shards/$(MELODY_DATASET)/train/manifest.json: | $(STAMP)
 
 # ---- stages -----------------------------------------------------------------------------------------
 train-mulan: $(R)/mulan/model.ckpt
-$(R)/mulan/model.ckpt: $(SHARDS)/train/manifest.json $(ROOT)/configs/mulan.yaml | $(STAMP)
+$(R)/mulan/model.ckpt: $(SHARDS)/train/manifest.json $(ROOT)/configs/mulan.yaml $(if $(MULAN_FROM),$(MULAN_FROM)/config.json) | $(STAMP)
+ifneq ($(MULAN_FROM),)
+	$(MUSICLM) import mulan --from $(MULAN_FROM) --run $(RUN) --data-dir $(SHARDS) $(MULAN_IMPORT_ARGS)
+else
 	$(MUSICLM) train mulan $(TRAIN_FLAGS) --data.data_dir=$(SHARDS)
+endif
 	$(MUSICLM) mulan fit-quantizer --run $(RUN)
 
 train-codec: $(R)/codec/model.ckpt
-$(R)/codec/model.ckpt: $(SHARDS)/train/manifest.json $(ROOT)/configs/codec.yaml | $(STAMP)
+$(R)/codec/model.ckpt: $(SHARDS)/train/manifest.json $(ROOT)/configs/codec.yaml $(if $(CODEC_FROM),$(CODEC_FROM)/config.json) | $(STAMP)
+ifneq ($(CODEC_FROM),)
+	$(MUSICLM) import codec --from $(CODEC_FROM) --run $(RUN) $(CODEC_IMPORT_ARGS)
+else
 	$(MUSICLM) train codec $(TRAIN_FLAGS) --data.data_dir=$(SHARDS)
+endif
 
 fit-semantic: $(R)/semantic_tokens/model.ckpt
-$(R)/semantic_tokens/model.ckpt: $(R)/mulan/model.ckpt $(ROOT)/configs/semantic_tokens.yaml | $(STAMP)
-	$(MUSICLM) train semantic_tokens $(TRAIN_FLAGS) --data.data_dir=$(SHARDS) --model.source=$(R)/mulan/model.ckpt
+$(R)/semantic_tokens/model.ckpt: $(R)/mulan/model.ckpt $(ROOT)/configs/semantic_tokens.yaml $(if $(SEMANTIC_FROM),$(SEMANTIC_FROM)/config.json) | $(STAMP)
+	$(MUSICLM) train semantic_tokens $(TRAIN_FLAGS) --data.data_dir=$(SHARDS) $(SEMANTIC_SOURCE) $(SEMANTIC_ARGS)
 
 tokenize: $(TOKENS)/train/manifest.json
 # tokenize adds melody tokens where the run has a melody model (make train-melody), so they depend on it then
@@ -143,6 +163,10 @@ reports/$(RUN)/eval.json: $(STAGE_CKPTS) $(JUDGE_CKPTS) $(TOKENS)/train/manifest
 
 bench: $(STAMP)
 	$(MUSICLM) bench --out reports/bench.json
+
+# ~30 steps of every stage at paper size on one GPU (8 min at most); ACCELERATOR=cpu runs the demo sizes on the CPU
+gpu-check: $(STAMP)
+	$(MUSICLM) gpu-check --accelerator $(or $(ACCELERATOR),gpu) --out reports/gpu-check.json $(ARGS)
 
 tensorboard: | $(STAMP)
 	$(VENV)/bin/tensorboard --logdir $(R) --bind_all

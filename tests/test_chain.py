@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = "tiny"
@@ -31,16 +32,16 @@ EVAL_KEYS = [
 ]  # fmt: skip
 
 
-def make(workdir: Path, *targets: str, check: bool = True) -> subprocess.CompletedProcess:
+def make(workdir: Path, *targets: str, check: bool = True, run: str = RUN) -> subprocess.CompletedProcess:
     cmd = [
-        "make", "-f", str(ROOT / "Makefile"), "-C", str(workdir), *targets, f"RUN={RUN}", "PROFILE=tiny",
+        "make", "-f", str(ROOT / "Makefile"), "-C", str(workdir), *targets, f"RUN={run}", "PROFILE=tiny",
         f"DATASET={DATASET}", "SYNTH_CLIPS=40", "SYNTH_SECONDS=3", "NUM_PROMPTS=4", "WORKERS=1",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:
         logs = "\n".join(
-            f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "runs" / RUN / "logs").glob("*.log"))
+            f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "runs" / run / "logs").glob("*.log"))
         )
         pytest.fail(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}\n{logs}")
     return proc
@@ -77,6 +78,34 @@ def test_eval_report_has_every_key_as_a_number(chain: Path):
     assert report["generation.num_prompts"] == 4
     assert 0 < report["mulan.zero_shot_instrument_chance"] < 1
     assert report["codec.kbps"] > 0
+
+
+def test_pretrained_components_replace_their_stages(chain: Path, tmp_path: Path):
+    """Tiny EnCodec and CLAP folders imported instead of training (CODEC_FROM, MULAN_FROM) and semantic tokens over a
+    tiny HuBERT's features (SEMANTIC_FROM) on the same corpus: fit-quantizer -> semantic tokens -> tokenize -> the
+    three LM stages -> generate -> eval, nothing else changed. The judge reads only the corpus: the tiny run's."""
+    from tests.tiny_hf import save_clap, save_encodec, save_hubert
+
+    run = "tiny-pretrained"
+    shutil.copytree(chain / "runs" / RUN / "judge", chain / "runs" / run / "judge",
+                    ignore=shutil.ignore_patterns("tb", "checkpoints"))  # fmt: skip
+    make(chain, "generate", "eval", f"CODEC_FROM={save_encodec(tmp_path / 'encodec')}",
+         "CODEC_IMPORT_ARGS=--bandwidth 3", f"MULAN_FROM={save_clap(tmp_path / 'clap')}",
+         "MULAN_IMPORT_ARGS=--levels 2 --codebook-size 8", f"SEMANTIC_FROM={save_hubert(tmp_path / 'hubert')}",
+         "TEXT=a calm piano piece", "SECONDS=1", run=run)  # fmt: skip
+    classes = {s: torch.load(chain / "runs" / run / s / "model.ckpt", weights_only=True)["class_path"]
+               for s in ("codec", "mulan")}  # fmt: skip
+    assert classes == {"codec": "musiclm.pretrained.codec.HFCodec", "mulan": "musiclm.pretrained.clap.ClapEncoder"}
+    vocab = json.loads((chain / "data" / "tokens" / run / "train" / "manifest.json").read_text())["vocab"]
+    assert (vocab["acoustic_levels"], vocab["acoustic_codebook_size"], vocab["acoustic_rate"]) == (6, 64, 75.0)
+    assert (vocab["mulan_levels"], vocab["mulan_codebook_size"]) == (2, 8) and vocab["semantic_rate"] == 25.0
+    semantic = torch.load(chain / "runs" / run / "semantic_tokens" / "model.ckpt", weights_only=True)
+    assert semantic["hyper_parameters"]["extractor"] == "hf"
+    [wav] = (chain / "outputs" / run).glob("*.wav")
+    assert json.loads(wav.with_suffix(".json").read_text())["sample_rate"] == 24_000
+    report = json.loads((chain / "reports" / run / "eval.json").read_text())
+    assert all(isinstance(report[k], (int, float)) for k in EVAL_KEYS)
+    assert math.isfinite(report["generation.mcc"]) and report["codec.kbps"] == 2.7
 
 
 def test_rerun_is_a_no_op(chain: Path):

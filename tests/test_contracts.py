@@ -18,6 +18,7 @@ from musiclm.mulan.module import MuLanModule
 from musiclm.semantic_tokens.module import SemanticTokenizer as KMeansTokenizer
 from tests.test_codec import TINY as TINY_CODEC
 from tests.test_mulan import TINY as TINY_MULAN
+from tests.tiny_hf import save_clap, save_dac, save_encodec, save_hubert, save_w2v_bert
 
 SR = 16_000
 
@@ -30,8 +31,30 @@ def spectral_codec() -> CodecModule:
     return CodecModule(**{**TINY_CODEC, "architecture": "spectral", "window_frames": 2})
 
 
+def encodec_adapter(tmp_path):
+    """A pretrained EnCodec (24 kHz) read at the tests' 16 kHz: the adapter resamples both ways."""
+    from musiclm.pretrained.importer import codec_adapter
+
+    return codec_adapter(save_encodec(tmp_path / "encodec"), bandwidth=3.0, sample_rate=SR)
+
+
+def dac_adapter(tmp_path):
+    from musiclm.pretrained.importer import codec_adapter
+
+    return codec_adapter(save_dac(tmp_path / "dac"), levels=3, sample_rate=SR)
+
+
 def mulan() -> MuLanModule:
     m = MuLanModule(**TINY_MULAN)
+    m.fit_quantizer(torch.nn.functional.normalize(torch.randn(64, m.embed_dim), dim=-1), epochs=1)
+    return m
+
+
+def clap_adapter(tmp_path):
+    """A pretrained CLAP (48 kHz) in MuLan's role at the tests' 16 kHz, its token quantizer fitted as after import."""
+    from musiclm.pretrained.importer import mulan_adapter
+
+    m = mulan_adapter(save_clap(tmp_path / "clap"), sample_rate=SR, levels=3, codebook_size=8)
     m.fit_quantizer(torch.nn.functional.normalize(torch.randn(64, m.embed_dim), dim=-1), epochs=1)
     return m
 
@@ -52,9 +75,24 @@ def mulan_feature_tokenizer(tmp_path) -> KMeansTokenizer:
     return tok
 
 
-CODECS: list[Callable] = [conv_codec, spectral_codec]
-ENCODERS: list[Callable] = [mulan]
-SEMANTIC: list[Callable] = [logmel_tokenizer, mulan_feature_tokenizer]
+CODECS: list[Callable] = [conv_codec, spectral_codec, encodec_adapter, dac_adapter]
+ENCODERS: list[Callable] = [mulan, clap_adapter]
+def hf_tokenizer(folder, rate: int = SR) -> KMeansTokenizer:
+    tok = KMeansTokenizer(sample_rate=rate, extractor="hf", source=str(folder), layer=2, num_clusters=5)
+    tok.initialized.fill_(True)
+    tok.centroids.data.normal_()
+    return tok
+
+
+def hubert_tokenizer(tmp_path) -> KMeansTokenizer:
+    return hf_tokenizer(save_hubert(tmp_path / "hubert"))
+
+
+def w2v_bert_tokenizer(tmp_path) -> KMeansTokenizer:
+    return hf_tokenizer(save_w2v_bert(tmp_path / "w2v-bert"))
+
+
+SEMANTIC: list[Callable] = [logmel_tokenizer, mulan_feature_tokenizer, hubert_tokenizer, w2v_bert_tokenizer]
 
 
 def build(factory: Callable, tmp_path):

@@ -28,8 +28,9 @@ from musiclm.judge import (
     agreement,
     default_judges,
 )
+from musiclm.judge.key import corpus_profiles
 from musiclm.judge.labels import FAMILIES, IGNORE, present, targets
-from musiclm.judge.prompts import kind_prompts, negation_prompt, states
+from musiclm.judge.prompts import ORDER_SEED, kind_prompts, negation_prompt, order_prompts, states
 from musiclm.judge.scoring import score
 from musiclm.train import train
 
@@ -117,6 +118,24 @@ def chords(roots: list[list[int]], seconds_each: float = 1.0) -> torch.Tensor:
         x = sum(np.sin(2 * np.pi * 440 * 2 ** ((p - 69) / 12) * k * t) / k for p in chord for k in (1, 2, 3))
         parts.append(x * np.hanning(len(t)))
     return torch.tensor(np.concatenate(parts) * 0.1, dtype=torch.float32)[None]
+
+
+def test_key_profiles_are_the_corpus_own():
+    """Counted from the composer's notes: the tonic sounds most, in the bass most of all; the third tells the mode,
+    and minor is natural minor (a flat seventh, no leading tone)."""
+    p = corpus_profiles()
+    assert all(p[k].argmax() == 0 and p[k].sum() == pytest.approx(1.0) for k in p)
+    assert p["bass major"][0] > p["major"][0] and p["bass minor"][0] > p["minor"][0]
+    assert p["major"][4] > 10 * p["major"][3] and p["minor"][3] > 10 * p["minor"][4]
+    assert p["minor"][10] > 10 * p["minor"][11]
+
+
+def test_key_judge_without_basic_pitch_says_how_to_install_it(monkeypatch):
+    from musiclm.judge import notes
+
+    monkeypatch.setattr(notes.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModuleNotFoundError, match="pip install --no-deps basic-pitch"):
+        notes.model_path()
 
 
 def test_key_judge_finds_tonic_and_mode():
@@ -212,14 +231,35 @@ def test_eval_section_writes_judge_keys_and_the_report(toy_run, tmp_path):
     lm = ToyChain()
     clips = test_prompts(shards, 100)
     generated = generate_waves(lm, [c["caption"] for c in clips[:6]], 2.0, 4, 3.0, 0)
-    metrics = evaluate_judges(str(run), lm, clips, 6, generated, 4, 4, 3.0, 0, tmp_path / "report")
+    metrics = evaluate_judges(str(run), lm, clips, 6, generated, 4, 4, 3.0, 0, tmp_path / "report", order_clips=0)
     for a in ("instrument_family", "drums", "negation"):
         assert {f"judge.{a}.{k}" for k in ("real", "generated", "chance", "p", "codec", "audio_tokens")} <= set(metrics)
     assert metrics["judge.instrument_family.generated"] == 1.0 and metrics["judge.instrument_family.real"] == 1.0
-    assert not any(k.startswith("judge.order") for k in metrics)  # no clip changes halfway: no order prompts
+    assert not any(k.startswith("judge.order") for k in metrics)  # no clip changes halfway and none rendered
     assert all(math.isfinite(v) for v in metrics.values())
     page = (tmp_path / "report" / "index.html").read_text()
     assert page.count("<audio") == 6 + 4 and page.count("<td>negation</td>") == 4
+
+
+def test_eval_renders_its_own_order_clips_when_the_test_split_has_none(toy_run, tmp_path):
+    """The toy test split never changes halfway: eval renders order clips (the synthetic corpus's code, kind
+    "order"), grades the order judge's ceiling on all of them and prompts with half of the kind prompts."""
+    from musiclm.evaluate import evaluate_judges, generate_waves, test_prompts
+
+    shards, run = toy_run
+    lm, clips = ToyChain(), test_prompts(shards, 100)
+    generated = generate_waves(lm, [c["caption"] for c in clips[:6]], 2.0, 4, 3.0, 0)
+    metrics = evaluate_judges(str(run), lm, clips, 6, generated, 4, 4, 3.0, 0, tmp_path / "report", order_clips=3)
+    assert 0.0 <= metrics["judge.order.real"] <= 1.0 and "judge.negation.real" in metrics
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert page.count("<audio") == 6 + 4 and page.count("halfway") >= 2  # 2 order prompts, 2 negation prompts
+
+
+def test_order_prompts_carry_their_claim_and_are_not_training_clips():
+    prompts = order_prompts(2, 4.0, SR)
+    assert len(prompts) == 2 and all(p["written"] and "halfway" in p["caption"] for p in prompts)
+    assert all(p["meta"]["attributes"]["order"]["enters"] for p in prompts)
+    assert all(p["key"].startswith(f"synth-{ORDER_SEED}-") for p in prompts) and ORDER_SEED != 0  # `make data`: 0
 
 
 def prompt(caption: str, **attributes) -> dict:
@@ -288,3 +328,13 @@ def test_a_judge_below_the_ceiling_bar_gives_no_verdict():
     real = (wrong, [p["meta"]["attributes"] for p in prompts])
     metrics, verdicts = score([EchoJudge()], SR, real, prompts, generated)
     assert metrics == {"judge.tempo.real": 0.0} and verdicts == [{}] * 5
+
+
+def test_a_judge_given_clips_too_short_for_it_says_how_long_they_must_be(caplog):
+    bpms = [60.0, 90.0]
+    prompts = [prompt(f"A piece at {int(b)} BPM.", tempo_bpm=b) for b in bpms]
+    wrong = torch.tensor([[2 * b, 0.0] for b in bpms])
+    judge = EchoJudge()
+    judge.min_seconds = 8.0
+    score([judge], SR, (wrong, [p["meta"]["attributes"] for p in prompts]), prompts, wrong)
+    assert "needs 8-s clips" in caplog.text and "--seconds 8" in caplog.text

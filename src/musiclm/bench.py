@@ -26,6 +26,7 @@ SECTIONS = {
     "mulan": "musiclm.mulan.bench:bench",
     "codec": "musiclm.codec.bench:bench",
     "tokenize": "musiclm.tokenize:bench",
+    "pretrained": "musiclm.pretrained.bench:bench",
     "lm": "musiclm.lm.bench:bench",
     "generate": "musiclm.pipeline:bench",
 }

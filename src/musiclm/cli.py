@@ -4,10 +4,12 @@
     musiclm data synth|ingest|check ...     build and validate audio shards
     musiclm train STAGE [--run R] [--profile demo] [--trainer cpu] [Lightning CLI overrides]
     musiclm mulan fit-quantizer --run R     fit the MuLan-token residual VQ
+    musiclm import codec|mulan --from DIR --run R   a pretrained model from a local folder as the stage's hand-off
     musiclm tokenize --run R ...            audio shards -> token shards
     musiclm generate --run R --text ...     text -> music
     musiclm eval [codec] --run R ...        metrics to reports/<RUN>/eval.json
     musiclm bench                           speed/memory figures to reports/bench.json
+    musiclm gpu-check [--accelerator cpu]   paper-size steps on one GPU -> reports/gpu-check.json
     musiclm export-safetensors --run R --stage S   a model.ckpt hand-off as model.safetensors
 """
 
@@ -27,10 +29,12 @@ COMMANDS: dict[str, str | dict[str, str]] = {
     },
     "train": "musiclm.train:main",
     "mulan": {"fit-quantizer": "musiclm.mulan.fit_quantizer:main"},
+    "import": {"codec": "musiclm.pretrained.importer:codec_main", "mulan": "musiclm.pretrained.importer:mulan_main"},
     "tokenize": "musiclm.tokenize:main",
     "generate": "musiclm.pipeline:main",
     "eval": {"codec": "musiclm.codec.evaluate:main", "": "musiclm.evaluate:main"},
     "bench": "musiclm.bench:main",
+    "gpu-check": "musiclm.gpu_check:main",
     "export-safetensors": "musiclm.artifacts:export_safetensors_main",
 }
 

@@ -20,7 +20,7 @@ from musiclm.artifacts import atomic_write_bytes, build_from_handoff, load_model
 from musiclm.audio import crop, load_audio, resample_batch
 from musiclm.data.shards import iter_tar_samples, list_shards
 from musiclm.judge import default_judges
-from musiclm.judge.prompts import kind_prompts
+from musiclm.judge.prompts import kind_prompts, order_prompts
 from musiclm.judge.scoring import score
 from musiclm.log import save_wave_spectrogram_png
 from musiclm.metrics.fad import FrechetAudioDistance, logmel_stats_embedding
@@ -34,6 +34,7 @@ from musiclm.report import write_report
 from musiclm.stages import LM_STAGES, STAGES
 
 TEST_CLIPS = 10_000  # the test clips eval reads at most: every one sets the judges' ceilings
+ORDER_CLIPS = 32  # temporal-order clips eval renders when the test split has none: the order judge's ceiling
 
 
 def validate_stage(run: str, stage: str, **data_overrides) -> dict[str, float]:
@@ -141,20 +142,38 @@ def evaluate_generation(
     }
 
 
+def rendered_order_prompts(clips: list[dict], count: int, sample_rate: int) -> list[dict]:
+    """`count` temporal-order clips rendered for eval (`judge.prompts.order_prompts`) as long as the test clips,
+    or none when the test split has its own (a corpus built with --prompt-kinds-rate) or FluidSynth is missing."""
+    if count <= 0 or any("order" in (c["meta"].get("attributes") or {}) for c in clips):
+        return []
+    seconds = float(clips[0]["meta"].get("duration") or 0) or 8.0
+    try:
+        return order_prompts(count, seconds, sample_rate)
+    except FileNotFoundError as e:
+        print(f"judge.order: no order clips rendered ({e}): no judge.order.* keys")
+        return []
+
+
 def evaluate_judges(
     run: str, lm: MusicLM, clips: list[dict], num_prompts: int, generated: torch.Tensor, num_kind_prompts: int,
-    batch_size: int, cfg_scale: float, seed: int, out_dir: Path,
+    batch_size: int, cfg_scale: float, seed: int, out_dir: Path, order_clips: int = ORDER_CLIPS,
 ) -> dict[str, float]:  # fmt: skip
     """The `judge.*` figures and reports/<RUN>/index.html. The first `num_prompts` test clips are the prompts
     `generated` was made for; negation / temporal-order prompts come from the other test clips (`kind_prompts`) and
-    are generated here. Judges grade real clips (ceiling: every test clip), generations, shuffled prompts (floor),
-    the real clips through the codec and the chain prompted with the real clips' MuLan audio tokens. Real clips are
-    cut around their middle, so a change halfway through a clip is halfway through the cut too."""
+    are generated here. When no test clip changes halfway, eval renders `order_clips` temporal-order clips of its
+    own: all of them set the order judge's ceiling, and the first half of `num_kind_prompts` are order prompts
+    (the rest negation, so eval generates no more than before). Judges grade real clips (ceiling: every test clip),
+    generations, shuffled prompts (floor), the real clips through the codec and the chain prompted with the real
+    clips' MuLan audio tokens. Real clips are cut around their middle, so a change halfway through a clip is halfway
+    through the cut too."""
     tagger = load_model(run, "judge")
     judges = default_judges(tagger)
     sr, length = lm.sample_rate, generated.shape[-1]
     seconds = length / sr
-    extra = kind_prompts(clips[num_prompts:], num_kind_prompts, seed)
+    rendered = rendered_order_prompts(clips, order_clips, sr)
+    asked = rendered[: num_kind_prompts // 2]
+    extra = asked + kind_prompts(clips[num_prompts:], num_kind_prompts - len(asked), seed)
     prompts = clips[:num_prompts] + extra
     texts = [p["caption"] for p in prompts]
     if extra:  # a small test split may leave no clip for negation / temporal-order prompts
@@ -166,10 +185,12 @@ def evaluate_judges(
         conditions = {"codec": torch.cat([lm.codec.reconstruct(real[i : i + batch_size]).cpu()
                                           for i in range(0, len(real), batch_size)])}  # fmt: skip
     conditions["audio_tokens"] = generate_waves(lm, texts, seconds, batch_size, cfg_scale, seed, mulan_tokens=tokens)
-    written = [p for p in extra if p.get("written")]  # their negation is a claim about a test clip: a ceiling item
+    # A written negation is a claim about a test clip, a rendered order clip one about itself: ceiling items, graded
+    # on that claim alone (the test clips already set the other judges' ceilings).
+    written = [p for p in extra if p.get("written") and p not in asked] + rendered
     ceiling_clips = real_waves(clips + written, sr, length, mode="center")
     ceiling_attrs = [c["meta"].get("attributes") or {} for c in clips] + [
-        {"negation": p["meta"]["attributes"]["negation"]} for p in written
+        {k: p["meta"]["attributes"][k] for k in ("negation", "order") if k in p["meta"]["attributes"]} for p in written
     ]
     metrics, verdicts = score(judges, sr, (ceiling_clips, ceiling_attrs), prompts, generated, conditions)
     names = {j.attribute: j.name for j in judges}
@@ -198,7 +219,8 @@ def evaluate_oracles(run: str, lm: MusicLM, prompts: list[dict], seconds: float,
 
 def evaluate(run: str, dataset: str, num_prompts: int = 32, seconds: float | None = None, batch_size: int = 8,
              cfg_scale: float = 3.0, seed: int = 0, out: Path | None = None,
-             num_kind_prompts: int = 16, melody_dataset: str = "synth-melody") -> dict:  # fmt: skip
+             num_kind_prompts: int = 16, order_clips: int = ORDER_CLIPS,
+             melody_dataset: str = "synth-melody") -> dict:  # fmt: skip
     from musiclm.codec.evaluate import evaluate_codec
 
     dataset_dir = data_dir() / "shards" / dataset
@@ -227,7 +249,7 @@ def evaluate(run: str, dataset: str, num_prompts: int = 32, seconds: float | Non
     report.update({f"generation.{k}": v for k, v in gen.items()})
     report.update(evaluate_oracles(run, lm, prompts, seconds, batch_size, cfg_scale, seed))
     report.update(evaluate_judges(run, lm, clips, num_prompts, generated, num_kind_prompts, batch_size, cfg_scale, seed,
-                                  plots))  # fmt: skip
+                                  plots, order_clips))  # fmt: skip
     from musiclm.melody.evaluate import melody_report  # melody.*: only where the run has a melody model
 
     report.update(melody_report(lm, data_dir() / "shards" / melody_dataset, seconds, batch_size, cfg_scale, seed))
@@ -245,11 +267,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--num-kind-prompts", type=int, default=16, help="negation / temporal-order prompts for the judges")
+    p.add_argument("--order-clips", type=int, default=ORDER_CLIPS,
+                   help="order clips to render when the test split has none (0: no judge.order keys)")  # fmt: skip
     p.add_argument("--melody-dataset", default="synth-melody", help="melody-pair shards for the melody.* figures")
     a = p.parse_args(argv)
     out = a.out or reports_dir() / run_dir(a.run).name / "eval.json"
     report = evaluate(a.run, a.dataset, a.num_prompts, a.seconds, a.batch_size, a.cfg_scale, a.seed, out,
-                      a.num_kind_prompts, a.melody_dataset)  # fmt: skip
+                      a.num_kind_prompts, a.order_clips, a.melody_dataset)  # fmt: skip
     atomic_write_bytes(out, json.dumps(report, indent=1).encode())
     print(json.dumps(report, indent=1))
     print(f"wrote {out}")

@@ -141,15 +141,18 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{seconds:.0f} s of audio in {dt:.1f} s ({seconds / dt:.1f} audio-s/s, includes skipped complete shards)")
 
 
-def untrained_producers(profile: str, tmp: str | Path) -> dict[str, TokenProducer]:
+def untrained_producers(
+    profile: str, tmp: str | Path, args: dict[str, list[str]] | None = None
+) -> dict[str, TokenProducer]:
     """The profile's token producers, freshly initialised (a fitted-looking MuLan quantizer and random k-means
     centroids): what speed benchmarks and vocabulary-only callers need, since neither depends on training. `tmp`
-    holds the MuLan hand-off the semantic tokenizer reads."""
+    holds the MuLan hand-off the semantic tokenizer reads; `args` adds CLI overrides per stage."""
     from musiclm.train import build_cli
 
+    args = args or {}
     m = {}
     for stage in ("mulan", "codec"):
-        m[stage] = build_cli(stage, tmp, profile, "cpu", ["--trainer.logger=false"]).model.eval()
+        m[stage] = build_cli(stage, tmp, profile, "cpu", ["--trainer.logger=false", *args.get(stage, [])]).model.eval()
     m["mulan"].quantizer_fitted.fill_(True)
     source = Path(tmp) / "mulan.ckpt"
     torch.save(handoff(m["mulan"]), source)
@@ -162,11 +165,11 @@ def untrained_producers(profile: str, tmp: str | Path) -> dict[str, TokenProduce
     return m
 
 
-def profile_vocab(profile: str) -> dict[str, float | int]:
+def profile_vocab(profile: str, args: dict[str, list[str]] | None = None) -> dict[str, float | int]:
     """The token manifest's `vocab` that a chain of this profile would write: what LM stages built outside
     `musiclm train` (benchmarks) are sized with."""
     with tempfile.TemporaryDirectory() as tmp:
-        return vocab(untrained_producers(profile, tmp))
+        return vocab(untrained_producers(profile, tmp, args))
 
 
 def bench(clips: int = 16, seconds: float = 8.0) -> dict:

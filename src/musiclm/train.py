@@ -28,6 +28,7 @@ from musiclm.compat import LastCheckpoint, TrainerHookCLI
 from musiclm.config import CONFIG_ROOT, config_layers
 from musiclm.distributed import is_sharded, recover_checkpoint
 from musiclm.paths import resolve
+from musiclm.pretrained.hub import PretrainedFolderError
 from musiclm.stages import STAGES
 
 
@@ -134,8 +135,8 @@ def export_model(trainer: L.Trainer, module: L.LightningModule, path: Path) -> P
 
 def resume_path(out: Path) -> Path | None:
     """What a re-run continues from: the newer of `checkpoints/last.ckpt` and the `hpc_ckpt_N.ckpt` Lightning's SLURM
-    environment saves on SIGUSR1 before a requeue. A sharded (FSDP2) checkpoint is a directory: it resumes on the
-    same number of processes."""
+    environment saves on SIGUSR1 before a requeue. A sharded (FSDP2) checkpoint is a directory: it resumes under FSDP2
+    on any number of processes (torch's distributed checkpoint reshards on load)."""
     found = [recover_checkpoint(out / "checkpoints" / "last.ckpt")]
     hpc = sorted(out.glob("hpc_ckpt_*.ckpt"), key=lambda p: int("".join(c for c in p.name if c.isdigit()) or 0))
     if hpc:
@@ -174,12 +175,24 @@ def inputs_changed(out: Path, ids: dict[str, str]) -> bool:
     return changed
 
 
-def train(stage: str, run: str, profile: str = "demo", trainer: str = "cpu", extra: list[str] | None = None) -> Path:
+def train(
+    stage: str,
+    run: str,
+    profile: str = "demo",
+    trainer: str = "cpu",
+    extra: list[str] | None = None,
+    callbacks: list[L.Callback] | None = None,
+) -> Path:
     """Fit one stage; resume from `checkpoints/last.ckpt` when it exists and its inputs are unchanged; export
-    `model.ckpt`."""
+    `model.ckpt`. A stage with nothing to shard (the codec, the k-means tokenizer, the judge) asked to train under
+    FSDP trains under DDP instead, so one `TRAINER=fsdp` command builds a whole chain. `callbacks` are added to the
+    trainer's (tests and notebooks observe a run with them)."""
     cli = build_cli(stage, run, profile, trainer, list(extra or []))
     if isinstance(cli.trainer.strategy, ModelParallelStrategy) and not is_overridden("configure_model", cli.model):
-        raise SystemExit(f"{stage} has no FSDP sharding (no transformer blocks to shard): train it with TRAINER=ddp")
+        if rank_zero_only.rank == 0:
+            print(f"{stage} has no transformer blocks for FSDP to shard: it trains with the ddp trainer instead")
+        cli = build_cli(stage, run, profile, "ddp", list(extra or []))
+    cli.trainer.callbacks.extend(callbacks or [])
     fresh = inputs_changed(stage_dir(run, stage), input_ids(cli))
     resume = None if fresh else resume_path(stage_dir(run, stage))
     cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=str(resume) if resume is not None else None)
@@ -193,6 +206,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--profile", default="demo", help="demo | paper")
     p.add_argument("--trainer", default="cpu", help="cpu | gpu | ddp | fsdp (configs/trainer/)")
     ns, extra = p.parse_known_args(argv)
-    path = train(ns.stage, ns.run, ns.profile, ns.trainer, extra)
+    try:
+        path = train(ns.stage, ns.run, ns.profile, ns.trainer, extra)
+    except ValueError as e:  # a wrong or untrusted pretrained folder: one line, no traceback
+        cause: BaseException | None = e
+        while cause is not None and not isinstance(cause, PretrainedFolderError):
+            cause = cause.__cause__  # LightningCLI (jsonargparse) wraps what a module's __init__ raises
+        if cause is None:
+            raise
+        raise SystemExit(f"musiclm train {ns.stage}: {cause}") from None
     if rank_zero_only.rank == 0:
         print(f"wrote {path}")

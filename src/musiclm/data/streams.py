@@ -1,16 +1,18 @@
 """Streaming readers over WebDataset shards, shared by every data module.
 
-Training streams resample shards with replacement (`ResampledShards` + `with_epoch`): every rank and worker gets an
-endless, differently seeded stream, so fewer shards than workers cannot hang and an epoch has a fixed length on any
-number of nodes. They are reproducible for a seed (`train_seed`): webdataset cannot resume mid-stream, so a resumed
-run salts the seed with its restored step instead of replaying the first samples. Evaluation reads every shard once
-and splits *samples* round-robin over (rank, worker), so each val/test sample is seen exactly once per epoch whatever
-the shard count.
+Training streams resample shards with replacement (`SlotShards` + `with_epoch`): every rank and worker gets an
+endless, differently seeded stream drawn from its own share of the shards, so no two ranks or workers read the same
+shard while there are at least as many shards as (rank, worker) slots; with fewer shards every slot draws from all of
+them, so fewer shards than workers cannot hang. An epoch has a fixed length on any number of nodes. Streams are
+reproducible for a seed (`train_seed`): webdataset cannot resume mid-stream, so a resumed run salts the seed with
+its restored step instead of replaying the first samples. Evaluation reads every shard once and splits *samples*
+round-robin over (rank, worker), so each val/test sample is seen exactly once per epoch whatever the shard count.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -34,6 +36,25 @@ def split_samples(rank: int, world_size: int) -> Callable[[Iterator[dict]], Iter
                 yield sample
 
     return _split
+
+
+class SlotShards(torch.utils.data.IterableDataset):
+    """Endless `{"url": ...}` shard draws, with replacement, for one (rank, worker) slot: from `urls[slot::slots]`
+    when every slot can have a shard of its own, else from all of `urls`. Seeded by (seed, slot, epoch), the epoch
+    advancing with each iteration of a persistent worker, so a run repeats exactly."""
+
+    def __init__(self, urls: list[str], rank: int, world_size: int, seed: int):
+        super().__init__()
+        self.urls, self.rank, self.world_size, self.seed, self.epoch = list(urls), rank, world_size, seed, -1
+
+    def __iter__(self) -> Iterator[dict[str, str]]:
+        self.epoch += 1
+        worker, num_workers = _worker()
+        slot, slots = self.rank * num_workers + worker, self.world_size * num_workers
+        mine = self.urls[slot::slots] if len(self.urls) >= slots else self.urls
+        rng = random.Random(f"{self.seed}-{slot}-{self.epoch}")
+        while True:
+            yield {"url": rng.choice(mine)}
 
 
 def skip_bad(decode: Callable[[dict], dict | None], errors: tuple[type[BaseException], ...]) -> Callable:
@@ -72,9 +93,8 @@ def shard_stream(
     """A webdataset pipeline yielding decoded samples (batching happens in the DataLoader)."""
     read = wds.tarfile_to_samples(handler=wds.warn_and_continue)
     if train:
-        # deterministic: seeded by (rank, worker, epoch, seed), not the clock; the epoch counter advances because
-        # the loaders keep their workers (persistent_workers)
-        stages: list[Any] = [wds.ResampledShards(urls, seed=seed, deterministic=True), read]
+        # the loaders keep their workers (persistent_workers), so SlotShards' epoch counter advances
+        stages: list[Any] = [SlotShards(urls, rank, world_size, seed), read]
         if shuffle_buffer > 1:
             stages.append(wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 64), seed=seed))
         stages.append(skip_bad(decode, errors))

@@ -5,7 +5,8 @@ Every judge has one interface (`Judge`: `name`, `attribute`, `target(attributes)
 floor) the same way (`scoring.score`). The judges:
 
 - `tempo.TempoJudge`: a beat tracker (librosa's, or the hand-written onset autocorrelation), within 10%;
-- `key.KeyModeJudge`: chroma with Krumhansl-Kessler key profiles (librosa);
+- `key.KeyModeJudge`: basic-pitch's notes (`notes`, onnxruntime) and bass chroma against the synthetic corpus's
+  own key profiles; it needs whole 8-s clips;
 - `tagged.InstrumentFamilyJudge`, `DrumsJudge`, `NegationJudge`, `OrderJudge`: read `tagger.TaggerModule`, a small
   CNN trained with cross-entropy on the synthetic train split's ground truth (`make train-judge`).
 """

@@ -15,7 +15,8 @@ import torch
 @runtime_checkable
 class Judge(Protocol):
     """`target(attributes)` is what a clip's ground truth says (None: the judge has nothing to check on it);
-    `predict` gives one verdict per wave; `matches(pred, target)` grades one verdict against one target."""
+    `predict` gives one verdict per wave; `matches(pred, target)` grades one verdict against one target. A judge
+    may also set `min_seconds`, the clip length it needs to reach its ceiling (the key judge: whole 8-s clips)."""
 
     name: str  # what does the judging, for the report ("librosa beat tracker")
     attribute: str  # the eval keys it writes: judge.<attribute>.*

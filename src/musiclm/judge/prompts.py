@@ -3,6 +3,10 @@
 A prompt is graded on an attribute only when its caption states it (a caption that never names the key cannot be
 followed or missed on key): the lead instrument is always named; drums, a BPM figure and "<key> <mode>" only in some
 caption plans. Negation and temporal-order prompts state their claim by construction.
+
+The default corpus has no clip that changes halfway (its prompt-kinds rate is 0, so training is unchanged), so eval
+renders its own temporal-order clips (`order_prompts`): composed with the corpus's code, forced to the "order" kind,
+from a corpus seed no `make data` builds. They set the order judge's ceiling and their captions are its prompts.
 """
 
 from __future__ import annotations
@@ -11,11 +15,13 @@ import re
 
 import numpy as np
 
+from musiclm.audio import encode_audio
 from musiclm.data.synth.captions import negation_phrase
 from musiclm.judge.labels import DRUMS, present
 
 # Families often heard in the accompaniment, so "without piano" is a claim a generator could get wrong.
 NEGATABLE = ("piano", "strings", "guitar", "brass", "organ", "bass")
+ORDER_SEED = 14  # the corpus seed of eval's own order clips: `make data` builds seed 0, so none is a training clip
 
 
 def states(attribute: str, caption: str, target: object) -> bool:
@@ -60,3 +66,21 @@ def kind_prompts(clips: list[dict], n: int, seed: int = 0) -> list[dict]:
         if prompt is not None:
             written.append(prompt)
     return native + written
+
+
+def order_prompts(n: int, seconds: float, sample_rate: int, seed: int = ORDER_SEED) -> list[dict]:
+    """`n` temporal-order clips of corpus `seed` as test prompts (caption, meta, flac, "written"), rendered like
+    the corpus's (`make_clip` with kind "order"; FileNotFoundError without FluidSynth or a soundfont). A piece that
+    cannot carry the kind (no drums, lead and harmony of one family) is passed over."""
+    from musiclm.data.synth.corpus import make_clip
+
+    out: list[dict] = []
+    for index in range(4 * n):  # about 1 in 10 pieces cannot carry it: 4n draws never run short in practice
+        if len(out) == n:
+            break
+        clip = make_clip(index, seed, seconds, sample_rate, kind="order")
+        if "order" in clip.meta["attributes"]:
+            flac = encode_audio(clip.audio, sample_rate)
+            out.append({"key": clip.key, "caption": clip.meta["caption"], "meta": clip.meta, "flac": flac,
+                        "written": True})  # fmt: skip
+    return out

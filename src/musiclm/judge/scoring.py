@@ -71,6 +71,10 @@ def score(
         metrics[f"judge.{a}.real"] = top
         if top < MIN_CEILING:
             log.warning("judge.%s: ceiling %.2f < %.2f on real clips: no verdict on generations", a, top, MIN_CEILING)
+            seconds, need = generated.shape[-1] / sample_rate, getattr(judge, "min_seconds", 0.0)
+            if seconds < need:  # a judge that needs longer clips than these says so, and how to give it them
+                log.warning("judge.%s needs %g-s clips, these are %g s: `musiclm eval --seconds %g`", a, need, seconds,
+                            need)  # fmt: skip
             continue
         if len(use) < 2:
             log.warning("judge.%s: no verdict: %d of %d prompts state it (2 needed)", a, len(use), len(prompts))

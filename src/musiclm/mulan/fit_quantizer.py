@@ -14,7 +14,7 @@ import time
 import torch
 from torch.utils.data import DataLoader
 
-from musiclm.artifacts import atomic_torch_save, require_model
+from musiclm.artifacts import atomic_torch_save, build_from_handoff, require_model
 from musiclm.audio import AudioError
 from musiclm.data.datamodules import AudioTextDataModule, AudioTextDecoder
 from musiclm.data.streams import collate, shard_stream
@@ -50,7 +50,7 @@ def fit_checkpoint(
     """Load runs/RUN/mulan/model.ckpt, fit its quantizer on the train split, write the checkpoint back atomically."""
     path = require_model(run, "mulan")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)  # a hand-off: tensors, dicts and primitives only
-    module = MuLanModule.load_from_checkpoint(path, map_location="cpu", weights_only=True).eval()
+    module = build_from_handoff(ckpt, "mulan")  # the class the hand-off names: a trained MuLan or an imported CLAP
     data_hparams = dict(ckpt.get("datamodule_hyper_parameters") or {})
     if data_dir is not None:
         data_hparams["data_dir"] = data_dir

@@ -62,6 +62,7 @@ class MuLanModule(L.LightningModule):
         resnet_channels: list[int] = [64, 128, 256, 512],  # noqa: B006 - a plain list keeps hparams YAML-friendly
         audio_pool: str = "mean",
         dropout: float = 0.1,
+        attn_dropout: float | None = None,  # None: `dropout` (the paper config sets 0: see configs/mulan.yaml)
         # text tower
         text_tower: str = "pretrained",
         text_model: str = MINILM,
@@ -105,6 +106,7 @@ class MuLanModule(L.LightningModule):
                 audio_heads,
                 dropout,
                 audio_pool,
+                attn_dropout,
             )
         elif audio_tower == "resnet":
             self.audio_tower = ResNetTower(sample_rate, n_fft, hop_length, n_mels, tuple(resnet_channels), audio_pool)
@@ -113,7 +115,9 @@ class MuLanModule(L.LightningModule):
         if text_tower == "pretrained":
             self.text_tower = PretrainedTextTower(text_model, text_train_layers, text_max_length)
         elif text_tower == "scratch":
-            self.text_tower = ScratchTextTower(text_dim, text_depth, text_heads, dropout=dropout)
+            self.text_tower = ScratchTextTower(
+                text_dim, text_depth, text_heads, dropout=dropout, attn_dropout=attn_dropout
+            )
         else:
             raise ValueError(f"text_tower must be 'pretrained' or 'scratch', not {text_tower!r}")
         self.audio_proj = nn.Linear(self.audio_tower.out_dim, embed_dim)
@@ -222,7 +226,7 @@ class MuLanModule(L.LightningModule):
     def fit_quantizer(self, audio_embeddings: torch.Tensor, epochs: int = 20) -> float:
         """(Re)fit the residual VQ from scratch on audio embeddings [N, embed_dim]; returns the relative error."""
         hp = self.hparams
-        self.quantizer = build_quantizer(hp.embed_dim, hp.num_quantizers, hp.codebook_size, hp.kmeans_iters).to(
+        self.quantizer = build_quantizer(self.embed_dim, hp.num_quantizers, hp.codebook_size, hp.kmeans_iters).to(
             self.device
         )
         err = fit_residual_vq(self.quantizer, audio_embeddings.to(self.device).float(), epochs=epochs)

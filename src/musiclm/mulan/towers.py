@@ -98,6 +98,7 @@ class SpectrogramTransformer(AudioTower):
         heads: int = 8,
         dropout: float = 0.1,
         pool: str = "mean",
+        attn_dropout: float | None = None,
     ):
         super().__init__(sample_rate, n_fft, hop_length, n_mels, dim, pool, heads)
         if n_mels % patch_freq:
@@ -108,7 +109,12 @@ class SpectrogramTransformer(AudioTower):
         self.patch_proj = nn.Linear(patch_freq * patch_time, dim)
         self.band_pos = nn.Parameter(torch.randn(self.bands, dim) * 0.02)
         self.encoder = Encoder(
-            dim=dim, depth=depth, heads=heads, attn_dropout=dropout, ff_dropout=dropout, attn_flash=True
+            dim=dim,
+            depth=depth,
+            heads=heads,
+            attn_dropout=dropout if attn_dropout is None else attn_dropout,
+            ff_dropout=dropout,
+            attn_flash=True,
         )
 
     def patches(self, wave: torch.Tensor) -> torch.Tensor:
@@ -269,12 +275,21 @@ class ByteTokenizer:
 class ScratchTextTower(TextTower):
     """A from-scratch x-transformers encoder over bytes with rotary positions and mean pooling."""
 
-    def __init__(self, dim: int = 512, depth: int = 6, heads: int = 8, max_length: int = 256, dropout: float = 0.1):
+    def __init__(
+        self,
+        dim: int = 512,
+        depth: int = 6,
+        heads: int = 8,
+        max_length: int = 256,
+        dropout: float = 0.1,
+        attn_dropout: float | None = None,
+    ):
         super().__init__()
         self.tokenizer = ByteTokenizer()
         self.embed = nn.Embedding(ByteTokenizer.vocab_size, dim)
+        attn = dropout if attn_dropout is None else attn_dropout
         self.encoder = Encoder(
-            dim=dim, depth=depth, heads=heads, rotary_pos_emb=True, attn_dropout=dropout, ff_dropout=dropout
+            dim=dim, depth=depth, heads=heads, rotary_pos_emb=True, attn_dropout=attn, ff_dropout=dropout
         )
         self.max_length, self.out_dim = max_length, dim
 

@@ -2,7 +2,8 @@
 `frame_rate`. The tokenizer resamples frames in time to its token rate, so any extractor serves any rate.
 
 - `mulan`: a block of our own MuLan audio tower (the default: needs no download),
-- `hf`: a local `transformers` self-supervised audio model (HuBERT, wav2vec2, MERT, ...) and a hidden layer,
+- `hf`: a local `transformers` self-supervised audio model (w2v-BERT 2.0, HuBERT, wav2vec2; MERT with remote code)
+  and a hidden layer,
 - `logmel`: the log-mel spectrogram, a baseline.
 """
 
@@ -16,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from musiclm.audio import LogMel
+from musiclm.audio import LogMel, resample_batch
+from musiclm.pretrained.hub import PretrainedFolderError, load_pretrained, read_config
 
 
 class FeatureExtractor(nn.Module):
@@ -42,28 +44,44 @@ class MuLanFeatures(FeatureExtractor):
         return self.mulan.audio_features(wave, self.layer)
 
 
+HF_SEMANTIC_TYPES = ("wav2vec2-bert", "hubert", "wav2vec2")
+
+
 class HFFeatures(FeatureExtractor):
-    """Hidden layer `layer` of a local transformers audio model (conv feature encoder, e.g. wav2vec2/HuBERT/MERT)."""
+    """Hidden layer `layer` of a local transformers model: w2v-BERT 2.0 (the paper's family; log-mel filterbank
+    input from its `SeamlessM4TFeatureExtractor`), HuBERT or wav2vec 2.0 (waveform input), or a model whose code ships
+    in the folder such as MERT, only with `trust_remote_code`. Audio at `sample_rate` (the tokenizer's) is resampled
+    here to the model's rate (its preprocessor config's, 16 kHz by default)."""
 
-    def __init__(self, path: str, layer: int, sample_rate: int | None = None):
+    def __init__(self, path: str, layer: int, sample_rate: int, trust_remote_code: bool = False):
         super().__init__()
-        from transformers import AutoConfig, AutoModel
+        from transformers import AutoFeatureExtractor
 
-        config = AutoConfig.from_pretrained(path, local_files_only=True)
-        self.model = AutoModel.from_pretrained(path, local_files_only=True).eval().requires_grad_(False)
-        if not hasattr(config, "conv_stride"):
-            raise ValueError(f"{path}: only models with a conv feature encoder (config.conv_stride) are supported")
+        config = read_config(path, HF_SEMANTIC_TYPES, "semantic features", remote_code=trust_remote_code)
+        if not 0 <= layer <= config["num_hidden_layers"]:
+            raise PretrainedFolderError(f"{path}: layer {layer} is not in 0..{config['num_hidden_layers']}")
+        self.model = load_pretrained(path, trust_remote_code=trust_remote_code)
         prep = Path(path) / "preprocessor_config.json"
         prep_cfg = json.loads(prep.read_text()) if prep.is_file() else {}
-        self.sample_rate = int(sample_rate or prep_cfg.get("sampling_rate", 16_000))
+        self.sample_rate, self.model_rate = sample_rate, int(prep_cfg.get("sampling_rate", 16_000))
+        self.fbank = None
+        if config["model_type"] == "wav2vec2-bert":  # 10-ms filterbank frames stacked by `stride`
+            self.fbank = AutoFeatureExtractor.from_pretrained(path, local_files_only=True)
+            self.frame_rate = 100 / self.fbank.stride
+        else:
+            self.frame_rate = self.model_rate / math.prod(config["conv_stride"])
         self.normalize = bool(prep_cfg.get("do_normalize", True))
-        self.frame_rate = self.sample_rate / math.prod(config.conv_stride)
-        self.layer, self.dim = layer, int(config.hidden_size)
+        self.layer, self.dim = layer, int(config["hidden_size"])
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        wave = resample_batch(wave.float(), self.sample_rate, self.model_rate)
+        device = next(self.model.parameters()).device
+        if self.fbank is not None:
+            inputs = self.fbank(list(wave.cpu().numpy()), sampling_rate=self.model_rate, return_tensors="pt")
+            return self.model(**inputs.to(device), output_hidden_states=True).hidden_states[self.layer]
         if self.normalize:
             wave = (wave - wave.mean(-1, keepdim=True)) / (wave.std(-1, keepdim=True) + 1e-7)
-        return self.model(wave, output_hidden_states=True).hidden_states[self.layer]
+        return self.model(wave.to(device), output_hidden_states=True).hidden_states[self.layer]
 
 
 class LogMelFeatures(FeatureExtractor):

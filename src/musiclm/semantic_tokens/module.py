@@ -33,7 +33,9 @@ def compute_source_id(extractor: str, source: str | None) -> str:
     return file_id(path)
 
 
-def build_extractor(extractor: str, source: str | None, layer: int, sample_rate: int) -> FeatureExtractor:
+def build_extractor(
+    extractor: str, source: str | None, layer: int, sample_rate: int, trust_remote_code: bool = False
+) -> FeatureExtractor:
     if extractor == "mulan":
         if source is None or not Path(source).is_file():
             raise FileNotFoundError(f"MuLan checkpoint {source} not found: build it with `make train-mulan`")
@@ -42,7 +44,7 @@ def build_extractor(extractor: str, source: str | None, layer: int, sample_rate:
     if extractor == "hf":
         if source is None:
             raise ValueError("extractor 'hf' needs source=<local transformers model folder>")
-        return HFFeatures(source, layer, sample_rate)
+        return HFFeatures(source, layer, sample_rate, trust_remote_code)
     if extractor == "logmel":
         return LogMelFeatures(sample_rate)
     raise ValueError(f"extractor must be mulan, hf or logmel, not {extractor!r}")
@@ -64,10 +66,11 @@ class SemanticTokenizer(L.LightningModule):
         lloyd_iters: int = 10,
         source_id: str | None = None,
         seed: int = 0,
+        trust_remote_code: bool = False,
     ):
         super().__init__()
         self.automatic_optimization = False
-        ext = build_extractor(extractor, source, layer, sample_rate)
+        ext = build_extractor(extractor, source, layer, sample_rate, trust_remote_code)
         current = compute_source_id(extractor, source)
         if source_id is not None and source_id != current:
             raise StaleSourceError(

@@ -42,16 +42,18 @@ def make_clip(
     sample_rate: int = 24_000,
     soundfont: str | None = None,
     prompt_kinds_rate: float = 0.0,
+    kind: str | None = None,
 ) -> SynthClip:
     """Compose, caption and render clip `index` of corpus `seed`; the same (seed, index) gives the same clip.
 
     With `prompt_kinds_rate` > 0 that share of clips carries a negation or temporal-order prompt (`kinds`), true in
-    the audio; at 0 the clips are bit-identical to a corpus built before prompt kinds existed.
+    the audio; at 0 the clips are bit-identical to a corpus built before prompt kinds existed. `kind` forces one
+    ("order": eval renders its own temporal-order clips); the piece may still be unable to carry it (`kinds`).
 
     A silent render (it should not happen, but a soundfont may lack a preset) is redone with the next attempt's draw.
     The audio is cut (or zero-padded) to exactly `seconds` and peak-normalised to -1 dBFS.
     """
-    return _compose_clip(index, seed, seconds, sample_rate, soundfont, prompt_kinds_rate)[0]
+    return _compose_clip(index, seed, seconds, sample_rate, soundfont, prompt_kinds_rate, kind)[0]
 
 
 def _finish(audio: np.ndarray, n: int) -> np.ndarray:
@@ -62,11 +64,12 @@ def _finish(audio: np.ndarray, n: int) -> np.ndarray:
 
 
 def _compose_clip(
-    index: int, seed: int, seconds: float, sample_rate: int, soundfont: str | None, prompt_kinds_rate: float
+    index: int, seed: int, seconds: float, sample_rate: int, soundfont: str | None, prompt_kinds_rate: float,
+    kind: str | None = None,
 ) -> tuple[SynthClip, Piece]:
     """`make_clip` and the piece it rendered (melody pairs re-arrange its parts)."""
     n = int(round(seconds * sample_rate))
-    kind = draw_kind(seed, index, prompt_kinds_rate)
+    kind = kind or draw_kind(seed, index, prompt_kinds_rate)
     for attempt in range(4):
         rng = np.random.default_rng([seed, index, attempt])
         piece = compose_piece(rng, seconds, kind)
