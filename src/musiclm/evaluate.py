@@ -32,6 +32,7 @@ from musiclm.paths import data_dir, reports_dir, resolve
 from musiclm.pipeline import MusicLM
 from musiclm.report import write_report
 from musiclm.stages import LM_STAGES, STAGES
+from musiclm.story_eval import evaluate_continuation, evaluate_story
 
 TEST_CLIPS = 10_000  # the test clips eval reads at most: every one sets the judges' ceilings
 
@@ -198,7 +199,8 @@ def evaluate_oracles(run: str, lm: MusicLM, prompts: list[dict], seconds: float,
 
 def evaluate(run: str, dataset: str, num_prompts: int = 32, seconds: float | None = None, batch_size: int = 8,
              cfg_scale: float = 3.0, seed: int = 0, out: Path | None = None,
-             num_kind_prompts: int = 16) -> dict:  # fmt: skip
+             num_kind_prompts: int = 16, num_stories: int = 4, story_segments: int = 2,
+             num_continuations: int = 8) -> dict:  # fmt: skip
     from musiclm.codec.evaluate import evaluate_codec
 
     dataset_dir = data_dir() / "shards" / dataset
@@ -228,6 +230,10 @@ def evaluate(run: str, dataset: str, num_prompts: int = 32, seconds: float | Non
     report.update(evaluate_oracles(run, lm, prompts, seconds, batch_size, cfg_scale, seed))
     report.update(evaluate_judges(run, lm, clips, num_prompts, generated, num_kind_prompts, batch_size, cfg_scale, seed,
                                   plots))  # fmt: skip
+    judges = default_judges(load_model(run, "judge"))
+    report.update(evaluate_story(lm, clips, judges, seconds, num_stories, story_segments, batch_size, cfg_scale, seed))
+    report.update(evaluate_continuation(lm, clips[:num_continuations], seconds, seconds / 2, batch_size, cfg_scale,
+                                        seed))  # fmt: skip
     return report
 
 
@@ -242,10 +248,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--num-kind-prompts", type=int, default=16, help="negation / temporal-order prompts for the judges")
+    p.add_argument("--num-stories", type=int, default=4, help="story-mode stories (story.*)")
+    p.add_argument("--story-segments", type=int, default=2, help="segments per story, over the generated length")
+    p.add_argument("--num-continuations", type=int, default=8, help="test clips whose first half is continued")
     a = p.parse_args(argv)
     out = a.out or reports_dir() / run_dir(a.run).name / "eval.json"
     report = evaluate(a.run, a.dataset, a.num_prompts, a.seconds, a.batch_size, a.cfg_scale, a.seed, out,
-                      a.num_kind_prompts)  # fmt: skip
+                      a.num_kind_prompts, a.num_stories, a.story_segments, a.num_continuations)  # fmt: skip
     atomic_write_bytes(out, json.dumps(report, indent=1).encode())
     print(json.dumps(report, indent=1))
     print(f"wrote {out}")
