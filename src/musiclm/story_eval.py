@@ -19,12 +19,18 @@ import time
 import torch
 import torch.nn.functional as F
 
+from musiclm.audio import crop, load_audio
 from musiclm.judge import Judge
 from musiclm.metrics.fad import logmel_stats_embedding
 from musiclm.metrics.mcc import MuLanCycleConsistency
 from musiclm.pipeline import MusicLM
 
 STORY_JUDGES = ("instrument_family", "drums")  # judges that can grade a 2-s segment
+
+
+def clip_waves(clips: list[dict], sample_rate: int, length: int) -> torch.Tensor:
+    """[N, length] of the clips' real audio from their start (eval's test-clip dicts carry the flac bytes)."""
+    return torch.stack([torch.from_numpy(crop(load_audio(c["flac"], sample_rate), length)) for c in clips])
 
 
 def family(clip: dict) -> str | None:
@@ -80,8 +86,6 @@ def segment_cuts(starts: list[float], semantic_rate: float, sample_rate: int, to
 @torch.inference_mode()
 def evaluate_story(lm: MusicLM, clips: list[dict], judges: list[Judge], seconds: float, num_stories: int,
                    num_segments: int, batch_size: int, cfg_scale: float, seed: int) -> dict[str, float]:  # fmt: skip
-    from musiclm.evaluate import real_waves
-
     t0 = time.perf_counter()
     stories = pick_stories(clips, num_stories, num_segments)
     if len(stories) < 2 or num_segments < 2:
@@ -98,9 +102,8 @@ def evaluate_story(lm: MusicLM, clips: list[dict], judges: list[Judge], seconds:
     generated = torch.cat(waves)
     cuts = segment_cuts(starts, lm.coarse.hparams.semantic_rate, sr, generated.shape[-1])
     # real "stories": segment k cut from clip k at the same times, joined
-    real = torch.stack([torch.cat([real_waves([c], sr, generated.shape[-1])[0, a:e] for c, (a, e) in zip(s, cuts,
-                                                                                                   strict=True)])
-                        for s in stories])  # fmt: skip
+    real = torch.stack([torch.cat([w[a:e] for w, (a, e) in zip(clip_waves(s, sr, generated.shape[-1]), cuts,
+                                                                 strict=True)]) for s in stories])  # fmt: skip
     texts = lm.mulan.embed_text([c["caption"] for s in stories for c in s]).cpu().view(len(stories), num_segments, -1)
     report: dict[str, float] = {}
     for name, audio in (("", generated), ("_real", real)):
@@ -125,14 +128,12 @@ def evaluate_story(lm: MusicLM, clips: list[dict], judges: list[Judge], seconds:
 @torch.inference_mode()
 def evaluate_continuation(lm: MusicLM, clips: list[dict], seconds: float, prompt_seconds: float, batch_size: int,
                           cfg_scale: float, seed: int) -> dict[str, float]:  # fmt: skip
-    from musiclm.evaluate import real_waves
-
     t0 = time.perf_counter()
     if len(clips) < 2:
         print(f"continuation: {len(clips)} test clips: no continuation.* keys")
         return {}
     sr = lm.sample_rate
-    real = real_waves(clips, sr, round(seconds * sr))
+    real = clip_waves(clips, sr, round(seconds * sr))
     p = round(prompt_seconds * sr)
     out = [lm.generate([c["caption"] for c in clips[b : b + batch_size]], seconds=seconds, cfg_scale=cfg_scale,
                        seed=seed + b, progress=False, prompt_audio=real[b : b + batch_size, :p])
