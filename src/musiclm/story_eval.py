@@ -30,7 +30,8 @@ STORY_JUDGES = ("instrument_family", "drums")  # judges that can grade a 2-s seg
 
 def clip_waves(clips: list[dict], sample_rate: int, length: int) -> torch.Tensor:
     """[N, length] of the clips' real audio from their start (eval's test-clip dicts carry the flac bytes)."""
-    return torch.stack([torch.from_numpy(crop(load_audio(c["flac"], sample_rate), length)) for c in clips])
+    waves = [crop(load_audio(c["flac"], sample_rate), length, mode="start") for c in clips]
+    return torch.stack([torch.from_numpy(w) for w in waves])
 
 
 def family(clip: dict) -> str | None:
