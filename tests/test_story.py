@@ -94,6 +94,10 @@ def test_story_switches_the_condition_at_its_times(lm):
     assert a.tokens["mulan"].shape == (1, 2, QM)
     assert a.texts == ["0s: a calm piano intro | 0.6s: energetic rock with drums"]
     assert a.waves.shape == first.waves.shape
+    with pytest.raises(ValueError, match="not both"):
+        lm.generate(["a"], story=[(0, "b")], **kw)
+    with pytest.raises(ValueError, match="nothing to condition on"):
+        lm.generate(None, **kw)
 
 
 def test_story_per_row_prompts_and_continuation_compose(lm):

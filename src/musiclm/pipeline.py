@@ -94,6 +94,8 @@ class MusicLM:
         row of the batch); every stage continues the previous segment's tokens with the next condition."""
         if story is not None and (texts or mulan_tokens is not None):
             raise ValueError("give texts (or mulan_tokens) or a story, not both")
+        if story is None and not texts and mulan_tokens is None:
+            raise ValueError("nothing to condition on: give texts, mulan_tokens or a story")
         temps = temperature if isinstance(temperature, dict) else dict.fromkeys(LM_STAGES, temperature)
         sampling = dict(top_k=top_k, top_p=top_p)
         timings: dict[str, float] = {}
