@@ -199,7 +199,7 @@ def evaluate_oracles(run: str, lm: MusicLM, prompts: list[dict], seconds: float,
 
 def evaluate(run: str, dataset: str, num_prompts: int = 32, seconds: float | None = None, batch_size: int = 8,
              cfg_scale: float = 3.0, seed: int = 0, out: Path | None = None,
-             num_kind_prompts: int = 16, num_stories: int = 4, story_segments: int = 2,
+             num_kind_prompts: int = 16, num_stories: int = 8, story_segments: int = 2,
              num_continuations: int = 8) -> dict:  # fmt: skip
     from musiclm.codec.evaluate import evaluate_codec
 
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--num-kind-prompts", type=int, default=16, help="negation / temporal-order prompts for the judges")
-    p.add_argument("--num-stories", type=int, default=4, help="story-mode stories (story.*)")
+    p.add_argument("--num-stories", type=int, default=8, help="story-mode stories (story.*)")
     p.add_argument("--story-segments", type=int, default=2, help="segments per story, over the generated length")
     p.add_argument("--num-continuations", type=int, default=8, help="test clips whose first half is continued")
     a = p.parse_args(argv)
