@@ -17,6 +17,9 @@ ARGS ?=
 TEXT ?=
 # an audio file whose melody `make generate` follows (a run trained with melody conditioning: README)
 MELODY ?=
+# make generate: a recording to continue, or a story file (`seconds<TAB>prompt` lines) instead of TEXT
+PROMPT_AUDIO ?=
+STORY ?=
 SECONDS ?= 10
 NUM_PROMPTS ?= 32
 # synthetic corpus size (the demo default renders in about a minute on 2 cores)
@@ -152,9 +155,10 @@ STAGE_CKPTS := $(foreach s,mulan codec semantic_tokens semantic coarse fine,$(R)
 JUDGE_CKPTS := $(foreach s,judge,$(R)/$(s)/model.ckpt)
 
 generate: $(STAGE_CKPTS) | $(STAMP)
-	@test -n "$(TEXT)" || { echo 'usage: make generate TEXT="a calm piano ballad" [SECONDS=10] [RUN=demo] [MELODY=hum.wav]'; exit 2; }
-	$(MUSICLM) generate --run $(RUN) --text "$(TEXT)" --seconds $(SECONDS) --out outputs/$(RUN) \
-	  $(if $(MELODY),--melody "$(MELODY)")
+	@test -n "$(TEXT)$(STORY)" || { echo 'usage: make generate TEXT="a calm piano ballad" [SECONDS=10] [RUN=demo] [PROMPT_AUDIO=take.wav] [MELODY=hum.wav]  (or STORY=story.tsv instead of TEXT)'; exit 2; }
+	$(MUSICLM) generate --run $(RUN) $(if $(TEXT),--text "$(TEXT)") $(if $(STORY),--story "$(STORY)") \
+	  $(if $(PROMPT_AUDIO),--prompt-audio "$(PROMPT_AUDIO)") $(if $(MELODY),--melody "$(MELODY)") \
+	  --seconds $(SECONDS) --out outputs/$(RUN)
 
 eval: reports/$(RUN)/eval.json
 reports/$(RUN)/eval.json: $(STAGE_CKPTS) $(JUDGE_CKPTS) $(TOKENS)/train/manifest.json | $(STAMP)

@@ -549,10 +549,12 @@ class CoarseStage(TokenStage):
         seed: int | None = None,
         context: int | None = None,
         use_cache: bool = True,
+        prompt: Tensor | None = None,
     ) -> Tensor:
         """MuLan `[B, Qm]` + semantic `[B, Ts]` -> coarse codes `[B, coarse_levels, round(Ts * ratio)]`, in
         windows of `window_seconds` prompted with the last `context` coarse frames (default half a window) and
-        conditioned on the semantic tokens that cover the same window."""
+        conditioned on the semantic tokens that cover the same window. `prompt` `[B, coarse_levels, Tp]` continues
+        given coarse codes (returned as the first Tp frames)."""
         kw = self.sampling_kwargs(temperature, top_k, top_p, cfg_scale, seed, use_cache)
         mulan_tokens, semantic = mulan_tokens.to(self.device), semantic.to(self.device)
         window = self.window_frames
@@ -569,7 +571,8 @@ class CoarseStage(TokenStage):
                 null[:, droppable] = self.null_ids(int(droppable.sum()))
             return self.sample_window(cond, null, frames, prev, **kw)
 
-        return slide(round(semantic.shape[-1] * self.ratio), window, context, gen)
+        initial = None if prompt is None else prompt.to(self.device).long()
+        return slide(round(semantic.shape[-1] * self.ratio), window, context, gen, initial)
 
 
 class FineStage(TokenStage):
@@ -642,10 +645,11 @@ class FineStage(TokenStage):
         seed: int | None = None,
         context: int | None = None,
         use_cache: bool = True,
+        prompt: Tensor | None = None,
     ) -> Tensor:
         """Coarse codes `[B, Qc, T]` -> all codes `[B, Q, T]` (coarse levels unchanged), in windows of
         `window_seconds` conditioned on that window's coarse codes and prompted with the last `context` fine
-        frames (default a third of a window)."""
+        frames (default a third of a window). `prompt` `[B, Q - Qc, Tp]` continues given fine codes."""
         kw = self.sampling_kwargs(temperature, top_k, top_p, None, seed, use_cache)
         coarse = coarse.to(self.device).long()
         window = self.window_frames
@@ -654,5 +658,5 @@ class FineStage(TokenStage):
         def gen(start: int, frames: int, prev: Tensor | None) -> Tensor:
             return self.sample_window(self.coarse_ids(coarse[..., start : start + frames]), None, frames, prev, **kw)
 
-        fine = slide(coarse.shape[-1], window, context, gen)
+        fine = slide(coarse.shape[-1], window, context, gen, None if prompt is None else prompt.to(self.device).long())
         return torch.cat([coarse, fine], dim=1)
