@@ -17,6 +17,11 @@ NODES ?=
 ACCELERATOR ?=
 ARGS ?=
 TEXT ?=
+# an audio file whose melody `make generate` follows (a run trained with melody conditioning: README)
+MELODY ?=
+# make generate: a recording to continue, or a story file (`seconds<TAB>prompt` lines) instead of TEXT
+PROMPT_AUDIO ?=
+STORY ?=
 SECONDS ?= 10
 NUM_PROMPTS ?= 32
 # synthetic corpus size (the demo default renders in about a minute on 2 cores)
@@ -24,6 +29,13 @@ SYNTH_CLIPS ?= 1200
 SYNTH_SECONDS ?= 8
 # share of clips with a negation or temporal-order prompt (0: the corpus is what it was before prompt kinds)
 PROMPT_KINDS_RATE ?= 0
+# 1: each clip also rendered as its melody's pairs (another instrument, arrangement, octave, solo, hummed)
+MELODY_PAIRS ?= 0
+# the melody embedding's training corpus: melody pairs (data synth --melody-pairs), MELODY_CLIPS melodies
+MELODY_DATASET ?= synth-melody
+MELODY_CLIPS ?= 300
+# 1: the semantic stage conditions on melody tokens too (needs train-melody; tokenize then writes them)
+MELODY_COND ?= 0
 WORKERS ?= 2
 
 # ROOT lets the chain run in another directory: make -f /path/to/Makefile -C /scratch demo
@@ -58,7 +70,7 @@ SEMANTIC_SOURCE = $(if $(SEMANTIC_FROM),--model.extractor=hf --model.source=$(SE
 LM_FLAGS = $(STAGE_FLAGS) $(if $(LM_PRECISION),--trainer.precision=$(LM_PRECISION)) $(WEIGHT_FLAGS) $(ARGS)
 
 .PHONY: install test lint demo data train-mulan train-codec fit-semantic tokenize train-semantic train-acoustic \
-        train-judge generate eval bench gpu-check tensorboard clean-run
+        train-judge train-melody generate eval bench gpu-check tensorboard clean-run
 
 install: $(STAMP)
 
@@ -85,8 +97,14 @@ data: $(SHARD_MANIFESTS)
 data/shards/%/train/manifest.json: | $(STAMP)
 	@case "$*" in synth*) ;; *) echo "no shards for DATASET=$*: build them with musiclm data ingest SRC_DIR data/shards/$*" >&2; exit 2;; esac
 	$(MUSICLM) data synth data/shards/$* --num-clips $(SYNTH_CLIPS) --seconds $(SYNTH_SECONDS) --seed 0 --workers $(WORKERS) \
-	  --prompt-kinds-rate $(PROMPT_KINDS_RATE)
+	  --prompt-kinds-rate $(PROMPT_KINDS_RATE) $(if $(filter 1,$(MELODY_PAIRS)),--melody-pairs)
 	$(MUSICLM) data check data/shards/$*
+
+# the melody model's pairs: the same melodies under other acoustics (an explicit rule wins over the pattern above)
+data/shards/$(MELODY_DATASET)/train/manifest.json: | $(STAMP)
+	$(MUSICLM) data synth data/shards/$(MELODY_DATASET) --num-clips $(MELODY_CLIPS) --seconds $(SYNTH_SECONDS) \
+	  --seed 1 --workers $(WORKERS) --melody-pairs
+	$(MUSICLM) data check data/shards/$(MELODY_DATASET)
 
 # ---- stages -----------------------------------------------------------------------------------------
 train-mulan: $(R)/mulan/model.ckpt
@@ -111,12 +129,15 @@ $(R)/semantic_tokens/model.ckpt: $(R)/mulan/model.ckpt $(ROOT)/configs/semantic_
 	$(MUSICLM) train semantic_tokens $(TRAIN_FLAGS) --data.data_dir=$(SHARDS) $(SEMANTIC_SOURCE) $(SEMANTIC_ARGS)
 
 tokenize: $(TOKENS)/train/manifest.json
-$(TOKENS)/train/manifest.json: $(R)/mulan/model.ckpt $(R)/codec/model.ckpt $(R)/semantic_tokens/model.ckpt | $(STAMP)
+# tokenize adds melody tokens where the run has a melody model (make train-melody), so they depend on it then
+MELODY_CKPT = $(if $(filter 1,$(MELODY_COND)),$(R)/melody/model.ckpt,$(wildcard $(R)/melody/model.ckpt))
+$(TOKENS)/train/manifest.json: $(R)/mulan/model.ckpt $(R)/codec/model.ckpt $(R)/semantic_tokens/model.ckpt $(MELODY_CKPT) | $(STAMP)
 	$(MUSICLM) tokenize --run $(RUN) --dataset $(DATASET) --workers $(WORKERS)
 
 train-semantic: $(R)/semantic/model.ckpt
 $(R)/semantic/model.ckpt: $(TOKENS)/train/manifest.json $(ROOT)/configs/semantic.yaml | $(STAMP)
-	$(MUSICLM) train semantic $(LM_FLAGS) --data.data_dir=$(TOKENS) --data.run=$(RUN)
+	$(MUSICLM) train semantic $(LM_FLAGS) --data.data_dir=$(TOKENS) --data.run=$(RUN) \
+	  $(if $(filter 1,$(MELODY_COND)),--model.melody_conditioning=true)
 
 train-acoustic: $(R)/coarse/model.ckpt $(R)/fine/model.ckpt
 $(R)/coarse/model.ckpt: $(TOKENS)/train/manifest.json $(ROOT)/configs/coarse.yaml | $(STAMP)
@@ -129,17 +150,25 @@ train-judge: $(R)/judge/model.ckpt
 $(R)/judge/model.ckpt: $(SHARD_MANIFESTS) $(ROOT)/configs/judge.yaml | $(STAMP)
 	$(MUSICLM) train judge $(TRAIN_FLAGS) --data.data_dir=$(SHARDS)
 
+# the melody embedding (melody tokens): trained on melody pairs, its residual VQ fitted at the end of training
+train-melody: $(R)/melody/model.ckpt
+$(R)/melody/model.ckpt: data/shards/$(MELODY_DATASET)/train/manifest.json $(ROOT)/configs/melody.yaml | $(STAMP)
+	$(MUSICLM) train melody $(TRAIN_FLAGS) --data.data_dir=data/shards/$(MELODY_DATASET)
+
 # ---- use --------------------------------------------------------------------------------------------
 STAGE_CKPTS := $(foreach s,mulan codec semantic_tokens semantic coarse fine,$(R)/$(s)/model.ckpt)
 JUDGE_CKPTS := $(foreach s,judge,$(R)/$(s)/model.ckpt)
 
 generate: $(STAGE_CKPTS) | $(STAMP)
-	@test -n "$(TEXT)" || { echo 'usage: make generate TEXT="a calm piano ballad" [SECONDS=10] [RUN=demo]'; exit 2; }
-	$(MUSICLM) generate --run $(RUN) --text "$(TEXT)" --seconds $(SECONDS) --out outputs/$(RUN)
+	@test -n "$(TEXT)$(STORY)" || { echo 'usage: make generate TEXT="a calm piano ballad" [SECONDS=10] [RUN=demo] [PROMPT_AUDIO=take.wav] [MELODY=hum.wav]  (or STORY=story.tsv instead of TEXT)'; exit 2; }
+	$(MUSICLM) generate --run $(RUN) $(if $(TEXT),--text "$(TEXT)") $(if $(STORY),--story "$(STORY)") \
+	  $(if $(PROMPT_AUDIO),--prompt-audio "$(PROMPT_AUDIO)") $(if $(MELODY),--melody "$(MELODY)") \
+	  --seconds $(SECONDS) --out outputs/$(RUN)
 
 eval: reports/$(RUN)/eval.json
 reports/$(RUN)/eval.json: $(STAGE_CKPTS) $(JUDGE_CKPTS) $(TOKENS)/train/manifest.json | $(STAMP)
-	$(MUSICLM) eval --run $(RUN) --dataset $(DATASET) --num-prompts $(NUM_PROMPTS) --out $@
+	$(MUSICLM) eval --run $(RUN) --dataset $(DATASET) --num-prompts $(NUM_PROMPTS) --out $@ \
+	  --melody-dataset $(MELODY_DATASET)
 
 bench: $(STAMP)
 	$(MUSICLM) bench --out reports/bench.json

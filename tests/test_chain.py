@@ -34,6 +34,8 @@ EVAL_KEYS = [
       for k in ("mcc_margin", "fad_logmel", "spectral_flatness")),
     "generation.adherence_tempo", "generation.adherence_tempo_chance", "generation.num_prompts",
     "generation.captioned_test_clips",
+    "story.segment_adherence", "story.segment_adherence_real", "story.segment_adherence_chance", "story.num_segments",
+    "continuation.prompt_similarity", "continuation.prompt_similarity_chance", "continuation.prompt_similarity_real",
 ]  # fmt: skip
 
 

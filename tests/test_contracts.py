@@ -178,5 +178,7 @@ def test_token_backbone(name):
     assert logits.shape == (2, 7, 18)
     step, _ = net(ids[:, -1:], cache=net(ids[:, :-1])[1])  # the cache gives the last step's logits again
     torch.testing.assert_close(step[:, -1], logits[:, -1], atol=1e-5, rtol=1e-4)
+    steps, _ = net(ids[:, 3:], cache=net(ids[:, :3])[1])  # several new steps in one call: a prompt's prefill
+    torch.testing.assert_close(steps, logits[:, 3:], atol=1e-5, rtol=1e-4)
     blocks = net.block_types()
     assert blocks and any(isinstance(m, blocks) for m in net.modules())

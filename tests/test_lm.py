@@ -47,9 +47,9 @@ def loaders(batch_size: int = 16) -> tuple[DataLoader, DataLoader]:
     )
 
 
-def fit(module: L.LightningModule, steps: int) -> tuple[float, float, L.Trainer]:
-    """(val loss before, val loss after, trainer) of a short fit."""
-    train, val = loaders()
+def fit(module: L.LightningModule, steps: int, loaders=None) -> tuple[float, float, L.Trainer]:
+    """(val loss before, val loss after, trainer) of a short fit (on the toy language unless `loaders` are given)."""
+    train, val = loaders or globals()["loaders"]()
     trainer = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=1,
                         val_check_interval=steps, check_val_every_n_epoch=None)
@@ -224,3 +224,24 @@ def test_lm_sizes_come_from_the_token_manifest(tmp_path):
     assert (module.hparams.semantic_codebook_size, module.hparams.semantic_rate) == (512, SR)
     with pytest.raises(SystemExit, match="--model.semantic_codebook_size=512"):
         train("semantic", str(tmp_path / "run2"), "demo", "cpu", [*args, f"--model.semantic_codebook_size={KS}"])
+
+
+@pytest.mark.parametrize("tokens_per_step", [1, 3])
+def test_multi_step_prefill_matches_uncached_forward(tokens_per_step):
+    """A prompt prefilled through the KV cache in one call, then chunks, then single steps: every logit equals the
+    uncached forward's (x-transformers' `cache_age` once kept only the last of several new steps)."""
+    from musiclm.lm.model import TokenLM
+
+    torch.manual_seed(0)
+    net = TokenLM(40, [24] * tokens_per_step, dim=32, depth=2, heads=4, dropout=0.0).eval()
+    ids = torch.randint(3, 40, (2, 20, tokens_per_step))
+    with torch.no_grad():
+        full, _ = net(ids)
+        logits, cache = net(ids[:, :5])
+        parts = [logits]
+        for a, b in ((5, 11), (11, 12), (12, 16), *((i, i + 1) for i in range(16, 20))):
+            logits, cache = net(ids[:, a:b], cache=cache)
+            assert logits.shape == (2, b - a, 24 * tokens_per_step)
+            parts.append(logits)
+    torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-4)
+    assert cache.cache_length == 20

@@ -116,3 +116,25 @@ def test_sliding_generation_keeps_the_toy_language_beyond_the_window(trained_sem
     out = trained_semantic.generate(m, 3 * TS, temperature=0)
     rule = (m[:, :1] * 2 + (m[:, 1:2] % 3 + 1) * torch.arange(3 * TS)) % KS  # toy_tokens' semantic rule
     assert (out[:, TS:] == rule[:, TS:]).float().mean() > 0.7
+
+
+@pytest.mark.parametrize("pattern", ["flatten", "delay"])
+def test_coarse_and_fine_prompts_are_continued(pattern):
+    """Audio continuation's acoustic half: both acoustic stages return a given prompt as their first frames, and
+    the cached sampler (prompt prefilled) matches the uncached one."""
+    from musiclm.lm.module import FineStage
+    from tests.test_lm import FINE
+
+    torch.manual_seed(0)
+    coarse = CoarseStage(**COARSE, coarse_levels=2, pattern=pattern, window_seconds=8 / AR, **SMALL).eval()
+    fine = FineStage(**FINE, coarse_levels=2, pattern=pattern, window_seconds=6 / AR, **SMALL).eval()
+    toy = toy_tokens(2, 12)
+    sem = torch.stack([b["semantic"] for b in toy])
+    codes = torch.stack([b["acoustic"] for b in toy])
+    out = coarse.generate(mulan(2, 12), sem, temperature=0.0, prompt=codes[:, :2, :5])
+    assert out.shape == (2, 2, 2 * TS) and torch.equal(out[..., :5], codes[:, :2, :5])
+    uncached = coarse.generate(mulan(2, 12), sem, temperature=0.0, prompt=codes[:, :2, :5], use_cache=False)
+    assert torch.equal(out, uncached)
+    full = fine.generate(out, temperature=0.0, prompt=codes[:, 2:, :7])
+    assert full.shape == (2, 4, 2 * TS) and torch.equal(full[:, 2:, :7], codes[:, 2:, :7])
+    assert torch.equal(full[:, :2], out)

@@ -13,10 +13,10 @@ import torch
 
 from musiclm import artifacts
 from musiclm.data.datamodules import TokenDecoder
-from musiclm.data.tokens import ARRAYS, RANKS, TOKEN_STAGES
+from musiclm.data.tokens import ARRAYS, OPTIONAL_ARRAYS, RANKS, TOKEN_STAGES
 from musiclm.lm.module import CoarseStage, FineStage, SemanticStage
 from musiclm.pipeline import STAGES as GENERATE_STAGES
-from musiclm.stages import CHAIN_STAGES, JUDGE_STAGES, LM_STAGES, STAGES, TOKEN_STREAMS
+from musiclm.stages import CHAIN_STAGES, JUDGE_STAGES, LM_STAGES, OPTIONAL_STAGES, STAGES, TOKEN_STREAMS
 from musiclm.train import train
 from tests.test_lm import COARSE, SEMANTIC, SMALL, SR, TS, toy_tokens, write_toy_token_shards
 
@@ -35,7 +35,7 @@ def test_makefile_and_chain_follow_the_registry():
     ckpts = re.search(r"STAGE_CKPTS := \$\(foreach s,([\w ]+),", MAKEFILE).group(1).split()
     assert ckpts == list(CHAIN_STAGES)
     judges = re.search(r"JUDGE_CKPTS := \$\(foreach s,([\w ]+),", MAKEFILE).group(1).split()
-    assert judges == list(JUDGE_STAGES) and set(CHAIN_STAGES) | set(JUDGE_STAGES) == set(STAGES)
+    assert judges == list(JUDGE_STAGES) and set(CHAIN_STAGES) | set(JUDGE_STAGES) | set(OPTIONAL_STAGES) == set(STAGES)
     eval_rule = re.search(r"^reports/\$\(RUN\)/eval.json: (.*)\|", MAKEFILE, re.M).group(1)
     assert "$(STAGE_CKPTS)" in eval_rule and "$(JUDGE_CKPTS)" in eval_rule  # eval judges the chain
     for stage in STAGES.values():
@@ -43,7 +43,7 @@ def test_makefile_and_chain_follow_the_registry():
         assert f"$(R)/{stage.name}/model.ckpt:" in MAKEFILE
     tokenize_rule = re.search(r"^\$\(TOKENS\)/train/manifest.json: (.*)\|", MAKEFILE, re.M).group(1)
     assert sorted(re.findall(r"\$\(R\)/(\w+)/model.ckpt", tokenize_rule)) == sorted(TOKEN_STREAMS)
-    assert set(TOKEN_STAGES) == set(TOKEN_STREAMS) and set(ARRAYS) == set(RANKS)
+    assert set(TOKEN_STAGES) == set(TOKEN_STREAMS) and set(ARRAYS) | set(OPTIONAL_ARRAYS) == set(RANKS)
     assert set(GENERATE_STAGES) == set(CHAIN_STAGES) - {"semantic_tokens"} and set(LM_STAGES) <= set(GENERATE_STAGES)
 
 

@@ -82,7 +82,8 @@ class TokenBackbone(Protocol):
     """The decoder behind every LM stage (`musiclm.lm.backbones` builds one by name).
 
     `forward(ids [B, N, K], cache=None) -> (logits [B, N, sum(head_sizes)], cache)`: without a cache the whole
-    sequence; with one, `ids` holds only the steps after the cached ones. `block_types()` names the module classes
+    sequence; with one, `ids` holds only the steps after the cached ones, one or many (a prompt's prefill), and the
+    logits equal the uncached forward's. `block_types()` names the module classes
     that FSDP shards and activation checkpointing recomputes one by one."""
 
     head_sizes: list[int]

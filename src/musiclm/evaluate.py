@@ -32,6 +32,7 @@ from musiclm.paths import data_dir, dataset_dirs, reports_dir, resolve
 from musiclm.pipeline import MusicLM
 from musiclm.report import write_report
 from musiclm.stages import LM_STAGES, STAGES
+from musiclm.story_eval import evaluate_continuation, evaluate_story
 
 TEST_CLIPS = 10_000  # the test clips eval reads at most: every one sets the judges' ceilings
 ORDER_CLIPS = 32  # temporal-order clips eval renders when the test split has none: the order judge's ceiling
@@ -235,7 +236,9 @@ def evaluate_oracles(run: str, lm: MusicLM, prompts: list[dict], seconds: float,
 
 def evaluate(run: str, dataset: str, num_prompts: int = 32, seconds: float | None = None, batch_size: int = 8,
              cfg_scale: float = 3.0, seed: int = 0, out: Path | None = None,
-             num_kind_prompts: int = 16, order_clips: int = ORDER_CLIPS) -> dict:  # fmt: skip
+             num_kind_prompts: int = 16, order_clips: int = ORDER_CLIPS,
+             melody_dataset: str = "synth-melody", num_stories: int = 8, story_segments: int = 2,
+             num_continuations: int = 8) -> dict:  # fmt: skip
     from musiclm.codec.evaluate import evaluate_codec
 
     dataset_dir = data_dir() / "shards" / dataset
@@ -266,6 +269,13 @@ def evaluate(run: str, dataset: str, num_prompts: int = 32, seconds: float | Non
     report.update(evaluate_oracles(run, lm, prompts, seconds, batch_size, cfg_scale, seed))
     report.update(evaluate_judges(run, lm, clips, num_prompts, generated, num_kind_prompts, batch_size, cfg_scale, seed,
                                   plots, order_clips))  # fmt: skip
+    judges = default_judges(load_model(run, "judge"))
+    report.update(evaluate_story(lm, clips, judges, seconds, num_stories, story_segments, batch_size, cfg_scale, seed))
+    report.update(evaluate_continuation(lm, clips[:num_continuations], seconds, seconds / 2, batch_size, cfg_scale,
+                                        seed))  # fmt: skip
+    from musiclm.melody.evaluate import melody_report  # melody.*: only where the run has a melody model
+
+    report.update(melody_report(lm, data_dir() / "shards" / melody_dataset, seconds, batch_size, cfg_scale, seed))
     return report
 
 
@@ -282,10 +292,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--num-kind-prompts", type=int, default=16, help="negation / temporal-order prompts for the judges")
     p.add_argument("--order-clips", type=int, default=ORDER_CLIPS,
                    help="order clips to render when the test split has none (0: no judge.order keys)")  # fmt: skip
+    p.add_argument("--melody-dataset", default="synth-melody", help="melody-pair shards for the melody.* figures")
+    p.add_argument("--num-stories", type=int, default=8, help="story-mode stories (story.*)")
+    p.add_argument("--story-segments", type=int, default=2, help="segments per story, over the generated length")
+    p.add_argument("--num-continuations", type=int, default=8, help="test clips whose first half is continued")
     a = p.parse_args(argv)
     out = a.out or reports_dir() / run_dir(a.run).name / "eval.json"
     report = evaluate(a.run, a.dataset, a.num_prompts, a.seconds, a.batch_size, a.cfg_scale, a.seed, out,
-                      a.num_kind_prompts, a.order_clips)  # fmt: skip
+                      a.num_kind_prompts, a.order_clips, a.melody_dataset, a.num_stories, a.story_segments,
+                      a.num_continuations)  # fmt: skip
     atomic_write_bytes(out, json.dumps(report, indent=1).encode())
     print(json.dumps(report, indent=1))
     print(f"wrote {out}")

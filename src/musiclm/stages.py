@@ -21,6 +21,7 @@ class Stage:
     stream: str | None = None  # the token stream `musiclm tokenize` makes with this stage's hand-off
     reads_tokens: bool = False  # trains on token shards (so it needs `make tokenize` first)
     chain: bool = True  # part of text-to-music (generate needs it); False for a judge, which only evaluates the chain
+    optional: bool = False  # a conditioning model the chain uses only where its hand-off exists (melody)
     captions: bool = False  # learns from text: reads captioned clips only (its config's data.captioned_only; eval too)
 
     def module_class(self) -> type:
@@ -44,14 +45,19 @@ STAGES: dict[str, Stage] = {
         Stage("coarse", "musiclm.lm.module.CoarseStage", TOKEN_DATA, "train-acoustic", reads_tokens=True),
         Stage("fine", "musiclm.lm.module.FineStage", TOKEN_DATA, "train-acoustic", reads_tokens=True),
         Stage("judge", "musiclm.judge.tagger.TaggerModule", AUDIO_DATA, "train-judge", chain=False),
+        Stage("melody", "musiclm.melody.module.MelodyModule", "musiclm.melody.pairs.MelodyPairDataModule",
+              "train-melody", stream="melody", optional=True),  # fmt: skip
     ]
 }
 
 # stage name -> token stream name ("mulan", "semantic", "acoustic"), in the order tokenize writes them
-TOKEN_STREAMS: dict[str, str] = {s.name: s.stream for s in STAGES.values() if s.stream is not None}
+TOKEN_STREAMS: dict[str, str] = {s.name: s.stream for s in STAGES.values() if s.stream is not None and not s.optional}
+# streams tokenize adds where the run has the stage's hand-off (melody tokens), and LM stages read only when told to
+OPTIONAL_STREAMS: dict[str, str] = {s.name: s.stream for s in STAGES.values() if s.stream is not None and s.optional}
 LM_STAGES: tuple[str, ...] = tuple(s.name for s in STAGES.values() if s.reads_tokens)
-CHAIN_STAGES: tuple[str, ...] = tuple(s.name for s in STAGES.values() if s.chain)
+CHAIN_STAGES: tuple[str, ...] = tuple(s.name for s in STAGES.values() if s.chain and not s.optional)
 JUDGE_STAGES: tuple[str, ...] = tuple(s.name for s in STAGES.values() if not s.chain)
+OPTIONAL_STAGES: tuple[str, ...] = tuple(s.name for s in STAGES.values() if s.optional)
 
 
 def load_object(path: str):

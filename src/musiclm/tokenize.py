@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from musiclm.artifacts import handoff, load_model
+from musiclm.artifacts import handoff, load_model, model_path
 from musiclm.audio import AudioError, load_audio, resample_batch
 from musiclm.contracts import TokenProducer, stream_spec
 from musiclm.data.shards import SPLITS, iter_tar_samples, list_shards, write_split_shards
-from musiclm.data.tokens import TOKEN_STAGES, current_ids, token_sample
+from musiclm.data.tokens import OPTIONAL_STAGES, TOKEN_STAGES, current_ids, token_sample
 from musiclm.paths import data_dir, dataset_dirs
-from musiclm.stages import TOKEN_STREAMS
+from musiclm.stages import OPTIONAL_STREAMS, TOKEN_STREAMS
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,15 @@ class TokenJob:
 
 @functools.lru_cache(maxsize=2)
 def models(run: str) -> dict[str, TokenProducer]:
-    """The run's token producers by stage name, loaded once per process."""
-    return {s: load_model(run, s) for s in TOKEN_STAGES}
+    """The run's token producers by stage name, loaded once per process; an optional one (melody) where the run
+    has its hand-off."""
+    present = tuple(s for s in OPTIONAL_STAGES if model_path(run, s).is_file())
+    return {s: load_model(run, s) for s in TOKEN_STAGES + present}
+
+
+def streams(m: dict[str, TokenProducer]) -> dict[str, str]:
+    """Stage -> stream for the producers in `m`: every required stream, and the optional ones loaded."""
+    return TOKEN_STREAMS | {s: v for s, v in OPTIONAL_STREAMS.items() if s in m}
 
 
 @torch.inference_mode()
@@ -55,7 +62,7 @@ def tokenize_waves(
     batch = torch.from_numpy(np.stack(waves))
     seconds = len(waves[0]) / sample_rate
     out: dict[str, torch.Tensor] = {}
-    for stage, stream in TOKEN_STREAMS.items():
+    for stage, stream in streams(m).items():
         producer = m[stage]
         ids = producer.tokenize(resample_batch(batch, sample_rate, producer.sample_rate))
         rate = stream_spec(producer).get("rate")
@@ -66,7 +73,7 @@ def tokenize_waves(
 def vocab(m: dict[str, TokenProducer]) -> dict[str, float | int]:
     """Each stream's levels, codebook size and frame rate (`<stream>_levels`, ...), recorded in the manifest: the LM
     stages size themselves from it."""
-    return {f"{stream}_{k}": v for stage, stream in TOKEN_STREAMS.items() for k, v in stream_spec(m[stage]).items()}
+    return {f"{stream}_{k}": v for stage, stream in streams(m).items() for k, v in stream_spec(m[stage]).items()}
 
 
 def tokenize_shard(job: TokenJob, run: str, batch_size: int, threads: int) -> list[dict]:

@@ -244,8 +244,9 @@ class TokenDecoder:
     codec, 3 for EnCodec's 75 Hz, 3.45 for DAC 44.1 kHz). Clips shorter than the crop are kept whole
     (`collate_tokens` pads and masks them)."""
 
-    def __init__(self, crop_seconds: float | None, semantic_rate: float, acoustic_rate: float, train: bool, seed: int):
-        self.crop_seconds, self.semantic_rate = crop_seconds, semantic_rate
+    def __init__(self, crop_seconds: float | None, semantic_rate: float, acoustic_rate: float, train: bool, seed: int,
+                 melody_rate: float | None = None):  # fmt: skip
+        self.crop_seconds, self.semantic_rate, self.melody_rate = crop_seconds, semantic_rate, melody_rate
         self.acoustic_rate, self.train = acoustic_rate, train
         self.ratio = acoustic_rate / semantic_rate
         self.seed = seed
@@ -263,7 +264,7 @@ class TokenDecoder:
             self._rng = random.Random(hash((self.seed, info.id if info else 0)))
         last = frames - n_sem
         start = self._rng.randint(0, last) if self.train and last > 0 else max(0, last // 2)
-        return {
+        out = {
             "mulan": x["mulan"],
             "semantic": sem[start : start + n_sem],
             "acoustic": ac[:, round(start * self.ratio) : round((start + n_sem) * self.ratio)],
@@ -271,12 +272,16 @@ class TokenDecoder:
             "key": sample["__key__"],
             "meta": x["json"],
         }
+        if "melody" in x and self.melody_rate:  # from the melody window nearest the crop's start
+            out["melody"] = x["melody"][:, round(start / self.semantic_rate * self.melody_rate) :]
+        return out
 
 
 class TokenDataModule(ShardDataModule):
     """Token shards (`data/tokens/<RUN>/<split>/`) -> batches {mulan [B,Qm], semantic [B,Ts], acoustic [B,Q,Ta],
-    semantic_mask [B,Ts], acoustic_mask [B,Ta], text, key, meta, skipped}, windows aligned across the semantic and
-    acoustic streams at the frame rates the manifest records (unless `semantic_rate` / `acoustic_rate` are given).
+    semantic_mask [B,Ts], acoustic_mask [B,Ta], text, key, meta, skipped} (+ melody [B,Qmel,Tmel] and melody_mask where
+    the shards hold melody tokens), windows aligned across the semantic and acoustic streams at the frame rates the
+    manifest records (unless `semantic_rate` / `acoustic_rate` are given).
 
     `crop_seconds=None` keeps whole clips; shorter clips are padded to the batch's longest and masked. With `run`
     set, tokens made by other checkpoints than the run's current ones are refused (`make tokenize` rebuilds them).
@@ -335,4 +340,6 @@ class TokenDataModule(ShardDataModule):
         }
         if None in rates.values():
             raise ValueError(f"{self.data_dir}: its manifest records no frame rates: rebuild it with `make tokenize`")
-        return TokenDecoder(hp.crop_seconds, rates["semantic_rate"], rates["acoustic_rate"], train, hash((seed, rank)))
+        melody_rate = (self.vocab or {}).get("melody_rate")  # melody tokens, where the shards hold them
+        return TokenDecoder(hp.crop_seconds, rates["semantic_rate"], rates["acoustic_rate"], train, hash((seed, rank)),
+                            melody_rate)  # fmt: skip

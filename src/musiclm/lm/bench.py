@@ -1,5 +1,6 @@
 """`make bench` section `lm`: training throughput and model-FLOPs utilisation of the demo semantic stage, and
-generation speed with and without the KV cache at 1,024 tokens of context.
+generation speed with and without the KV cache at 1,024 tokens of context, and the speed of feeding a prompt
+through the cache in one call against one step per call.
 
 MFU = model FLOPs per second / fp32 matmul FLOP/s, both measured in this run: each training step is timed next to
 a short matmul measurement and the median of the per-step ratios is reported, because the cores are shared and a
@@ -78,6 +79,20 @@ def time_generation(module: SemanticStage, context: int, new_tokens: int, use_ca
     return new_tokens / (time.perf_counter() - t0)
 
 
+def time_prefill(module: SemanticStage, cached: int, prompt: int, per_call: int) -> float:
+    """Prompt tokens per second fed through the KV cache after `cached` tokens, `per_call` tokens per decoder call
+    (1: all that an exact cache allowed before multi-step calls were fixed; `prompt`: one call), batch 1."""
+    module.eval()
+    hp = module.hparams
+    ids = module.vocab.encode("semantic", torch.randint(0, hp.semantic_codebook_size, (1, cached + prompt)), 0)
+    with torch.no_grad():
+        _, cache = module.model(ids[:, :cached, None])
+        t0 = time.perf_counter()
+        for a in range(cached, cached + prompt, per_call):
+            _, cache = module.model(ids[:, a : a + per_call, None], cache=cache)
+    return prompt / (time.perf_counter() - t0)
+
+
 def bench(profile: str = "demo", steps: int = 7, context: int = 1024, new_tokens: int = 64) -> dict:
     _, data = stage_settings("semantic", profile)
     batch = int(data.get("batch_size", 16))
@@ -106,4 +121,6 @@ def bench(profile: str = "demo", steps: int = 7, context: int = 1024, new_tokens
         "gen_tokens_per_s_cached": round(cached, 1),
         "gen_tokens_per_s_uncached": round(uncached, 1),
         "gen_cache_speedup": round(cached / uncached, 2),
+        "prefill_tokens_per_s_one_call": round(time_prefill(module, context // 2, context // 2, context // 2), 1),
+        "prefill_tokens_per_s_stepwise": round(time_prefill(module, context // 2, new_tokens, 1), 1),
     }

@@ -59,8 +59,13 @@ class TokenLM(nn.Module):
         )
 
     def forward(self, ids: Tensor, cache: LayerIntermediates | None = None) -> tuple[Tensor, LayerIntermediates]:
-        """Without `cache`: the whole sequence. With it: `ids` holds only the new step(s) after the cached ones."""
-        logits, inter = self.net(ids, cache=cache, return_intermediates=True, input_not_include_cache=cache is not None)
+        """Without `cache`: the whole sequence. With it: `ids` holds only the new step(s) after the cached ones, any
+        number of them (a prompt prefilled in one call, then one step per call).
+
+        `cache_age` is x-transformers' count of new positions when a cache is given; its default, 1, keeps only the
+        last of several new steps (at the first one's position) and adds only that step to the cache."""
+        kw = {} if cache is None else {"input_not_include_cache": True, "cache_age": ids.shape[1]}
+        logits, inter = self.net(ids, cache=cache, return_intermediates=True, **kw)
         return logits, inter
 
     def block_types(self) -> tuple[type[nn.Module], ...]:

@@ -295,7 +295,13 @@ class TokenStage(L.LightningModule):
 
 
 class SemanticStage(TokenStage):
-    """p(semantic tokens | MuLan tokens)."""
+    """p(semantic tokens | MuLan tokens) or, with `melody_conditioning`, p(semantic | MuLan, melody tokens).
+
+    Melody tokens (`musiclm.melody`, one column of `melody_levels` ids per 4-s window at `melody_rate`) follow the
+    MuLan tokens in the prefix, time-major, `round(window_seconds * melody_rate)` windows from the one nearest the
+    window's start (missing windows, e.g. past a clip's end, are the melody null). They are replaced by their own
+    null condition with probability `melody_dropout`, independently of MuLan's `cond_dropout`, so either condition
+    can be left out at inference."""
 
     target = "semantic"
     window_rate = "semantic_rate"
@@ -320,6 +326,11 @@ class SemanticStage(TokenStage):
         temperature: float = 1.0,
         activation_checkpointing: bool = False,
         compile: bool = False,
+        melody_conditioning: bool = False,
+        melody_levels: int | None = None,
+        melody_codebook_size: int | None = None,
+        melody_rate: float | None = None,
+        melody_dropout: float = 0.1,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -333,14 +344,63 @@ class SemanticStage(TokenStage):
             "null": (mulan_levels, 1),
             "semantic": (1, semantic_codebook_size),
         }
+        if melody_conditioning:  # after the others: a stage without melody keeps its vocabulary
+            require(self.hparams, ("melody_levels", "melody_codebook_size", "melody_rate"), "SemanticStage with melody")
+            streams |= {"melody": (melody_levels, melody_codebook_size), "melody_null": (melody_levels, 1)}
         self._setup(streams, FlattenPattern(1), semantic_codebook_size)
+
+    @property
+    def melody_windows(self) -> int:
+        """Melody columns in the prefix: the windows a training window spans."""
+        return seconds_to_frames(self.hparams.window_seconds, self.hparams.melody_rate)
+
+    def melody_offset(self, semantic_start: int) -> int:
+        """The melody column nearest semantic frame `semantic_start`."""
+        return round(semantic_start / self.hparams.semantic_rate * self.hparams.melody_rate)
+
+    def melody_ids(self, melody: Tensor | None, batch_size: int, start: int = 0) -> Tensor:
+        """Melody tokens `[B, Q, T]` (or None: no melody) -> `[B, melody_windows * Q]` prefix ids, time-major, from
+        column `start`; columns past the end (or negative ids) become the melody null."""
+        n, q = self.melody_windows, self.hparams.melody_levels
+        codes = torch.full((batch_size, q, n), -1, dtype=torch.long, device=self.device)
+        if melody is not None:
+            part = melody[..., start : start + n].long().to(self.device)
+            codes[..., : part.shape[-1]] = part
+        level = torch.arange(q, device=self.device)[:, None].expand(q, n)
+        ids = torch.where(codes >= 0, self.vocab.encode("melody", codes.clamp(min=0), level),
+                          self.vocab.encode("melody_null", torch.zeros_like(codes), level))  # fmt: skip
+        return ids.transpose(1, 2).flatten(1)
+
+    def drop_condition(self, prefix: Tensor, droppable: Tensor) -> Tensor:
+        """MuLan's dropout (`cond_dropout`), then the melody's own (`melody_dropout`) on the prefix's tail."""
+        prefix = super().drop_condition(prefix, droppable)
+        p = self.hparams.melody_dropout
+        if not self.hparams.melody_conditioning or not self.training or p <= 0:
+            return prefix
+        null = prefix.clone()
+        null[:, prefix.shape[1] - self.melody_windows * self.hparams.melody_levels :] = self.melody_ids(
+            None, 1
+        )
+        drop = torch.rand(prefix.shape[0], 1, device=prefix.device) < p
+        return torch.where(drop, null, prefix)
 
     def mulan_ids(self, mulan: Tensor) -> Tensor:
         return self.vocab.encode("mulan", mulan.long(), torch.arange(mulan.shape[-1], device=mulan.device))
 
     def prefix(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
         ids = self.mulan_ids(batch["mulan"])
-        return ids, torch.ones(ids.shape[1], dtype=torch.bool, device=ids.device)
+        droppable = torch.ones(ids.shape[1], dtype=torch.bool, device=ids.device)
+        if not self.hparams.melody_conditioning:
+            return ids, droppable
+        if "melody" not in batch:
+            raise ValueError("melody_conditioning needs melody tokens: train the melody model (make train-melody) "
+                             "and re-tokenize (make tokenize), or set model.melody_conditioning: false")  # fmt: skip
+        melody = batch["melody"]
+        if "melody_mask" in batch:  # padded columns (a shorter clip in the batch) are no melody
+            melody = melody.masked_fill(~batch["melody_mask"][:, None], -1)
+        mel = self.melody_ids(melody, ids.shape[0], batch.get("melody_start", 0))
+        keep = torch.zeros(mel.shape[1], dtype=torch.bool, device=ids.device)  # dropped by drop_condition's own draw
+        return torch.cat([ids, mel], dim=1), torch.cat([droppable, keep])
 
     def target_codes(self, batch: dict[str, Any]) -> Tensor:
         return batch["semantic"].long()[:, None]
@@ -353,7 +413,10 @@ class SemanticStage(TokenStage):
         if frames <= w:
             return batch
         start = int(torch.randint(0, frames - w + 1, ())) if self.training else 0
-        return window(batch, {"semantic": (start, w)})
+        out = window(batch, {"semantic": (start, w)})
+        if self.hparams.melody_conditioning:
+            out["melody_start"] = self.melody_offset(start)
+        return out
 
     @torch.no_grad()
     def generate(
@@ -368,19 +431,30 @@ class SemanticStage(TokenStage):
         prompt: Tensor | None = None,
         context: int | None = None,
         use_cache: bool = True,
+        melody: Tensor | None = None,
     ) -> Tensor:
         """MuLan tokens `[B, Qm]` -> semantic tokens `[B, num_tokens]`; longer than a window by sliding
         windows prompted with the last `context` tokens (default half a window). `prompt` `[B, Tp]` continues
-        given semantic tokens (returned as the first Tp)."""
+        given semantic tokens (returned as the first Tp). `melody` `[B, Q, T]` melody tokens (a melody-conditioned
+        stage; without them it samples from the text alone, the melody null): each window reads the melody columns
+        from the one nearest its start; classifier-free guidance's unconditional branch drops both conditions."""
         kw = self.sampling_kwargs(temperature, top_k, top_p, cfg_scale, seed, use_cache)
         mulan_tokens = mulan_tokens.to(self.device)
         cond = self.mulan_ids(mulan_tokens)
         null = self.null_ids(cond.shape[1]).expand_as(cond) if cfg_scale is not None else None
         window = self.window_frames
         context = window // 2 if context is None else context
+        if melody is not None and not self.hparams.melody_conditioning:
+            raise ValueError("this semantic stage was trained without melody tokens: retrain it with "
+                             "model.melody_conditioning: true (README, Melody conditioning)")  # fmt: skip
 
         def gen(start: int, frames: int, prev: Tensor | None) -> Tensor:
-            return self.sample_window(cond, null, frames, prev, **kw)
+            if not self.hparams.melody_conditioning:
+                return self.sample_window(cond, null, frames, prev, **kw)
+            b = cond.shape[0]
+            mel = self.melody_ids(melody, b, self.melody_offset(start))
+            null_mel = None if null is None else torch.cat([null, self.melody_ids(None, b)], dim=1)
+            return self.sample_window(torch.cat([cond, mel], dim=1), null_mel, frames, prev, **kw)
 
         initial = None if prompt is None else prompt.to(self.device).long()[:, None]
         return slide(num_tokens, window, min(context, window - 1), gen, initial)[:, 0]
@@ -475,10 +549,12 @@ class CoarseStage(TokenStage):
         seed: int | None = None,
         context: int | None = None,
         use_cache: bool = True,
+        prompt: Tensor | None = None,
     ) -> Tensor:
         """MuLan `[B, Qm]` + semantic `[B, Ts]` -> coarse codes `[B, coarse_levels, round(Ts * ratio)]`, in
         windows of `window_seconds` prompted with the last `context` coarse frames (default half a window) and
-        conditioned on the semantic tokens that cover the same window."""
+        conditioned on the semantic tokens that cover the same window. `prompt` `[B, coarse_levels, Tp]` continues
+        given coarse codes (returned as the first Tp frames)."""
         kw = self.sampling_kwargs(temperature, top_k, top_p, cfg_scale, seed, use_cache)
         mulan_tokens, semantic = mulan_tokens.to(self.device), semantic.to(self.device)
         window = self.window_frames
@@ -495,7 +571,8 @@ class CoarseStage(TokenStage):
                 null[:, droppable] = self.null_ids(int(droppable.sum()))
             return self.sample_window(cond, null, frames, prev, **kw)
 
-        return slide(round(semantic.shape[-1] * self.ratio), window, context, gen)
+        initial = None if prompt is None else prompt.to(self.device).long()
+        return slide(round(semantic.shape[-1] * self.ratio), window, context, gen, initial)
 
 
 class FineStage(TokenStage):
@@ -568,10 +645,11 @@ class FineStage(TokenStage):
         seed: int | None = None,
         context: int | None = None,
         use_cache: bool = True,
+        prompt: Tensor | None = None,
     ) -> Tensor:
         """Coarse codes `[B, Qc, T]` -> all codes `[B, Q, T]` (coarse levels unchanged), in windows of
         `window_seconds` conditioned on that window's coarse codes and prompted with the last `context` fine
-        frames (default a third of a window)."""
+        frames (default a third of a window). `prompt` `[B, Q - Qc, Tp]` continues given fine codes."""
         kw = self.sampling_kwargs(temperature, top_k, top_p, None, seed, use_cache)
         coarse = coarse.to(self.device).long()
         window = self.window_frames
@@ -580,5 +658,5 @@ class FineStage(TokenStage):
         def gen(start: int, frames: int, prev: Tensor | None) -> Tensor:
             return self.sample_window(self.coarse_ids(coarse[..., start : start + frames]), None, frames, prev, **kw)
 
-        fine = slide(coarse.shape[-1], window, context, gen)
+        fine = slide(coarse.shape[-1], window, context, gen, None if prompt is None else prompt.to(self.device).long())
         return torch.cat([coarse, fine], dim=1)

@@ -8,13 +8,12 @@ The feature extractor's weights are not copied into this checkpoint: `source` po
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import lightning as L
 import torch
 
 from musiclm.artifacts import build_from_handoff, file_id
 from musiclm.distributed import world_size
+from musiclm.paths import resolve
 from musiclm.semantic_tokens.extractors import FeatureExtractor, HFFeatures, LogMelFeatures, MuLanFeatures, to_rate
 from musiclm.semantic_tokens.kmeans import assign, kmeans_pp, lloyd, minibatch_stats, perplexity
 
@@ -26,7 +25,7 @@ class StaleSourceError(RuntimeError):
 def compute_source_id(extractor: str, source: str | None) -> str:
     if extractor == "logmel" or source is None:
         return "logmel"
-    path = Path(source)
+    path = resolve(source)  # a hand-off's relative source is under the root, wherever the process runs
     if path.is_dir():  # a transformers folder: hash its weights
         weights = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
         return "-".join(file_id(w) for w in weights)
@@ -37,9 +36,9 @@ def build_extractor(
     extractor: str, source: str | None, layer: int, sample_rate: int, trust_remote_code: bool = False
 ) -> FeatureExtractor:
     if extractor == "mulan":
-        if source is None or not Path(source).is_file():
+        if source is None or not resolve(source).is_file():
             raise FileNotFoundError(f"MuLan checkpoint {source} not found: build it with `make train-mulan`")
-        mulan = build_from_handoff(torch.load(source, map_location="cpu", weights_only=True), "mulan")
+        mulan = build_from_handoff(torch.load(resolve(source), map_location="cpu", weights_only=True), "mulan")
         return MuLanFeatures(mulan, layer)
     if extractor == "hf":
         if source is None:

@@ -14,7 +14,17 @@ The names below are re-exported so callers import everything from `musiclm.data.
 from musiclm.data.synth.captions import DYNAMICS_WORDS, METER_WORDS, STYLE_WORDS, TEMPO_WORDS, write_caption
 from musiclm.data.synth.cli import main
 from musiclm.data.synth.composer import compose, tempo_bucket
-from musiclm.data.synth.corpus import PEAK, SynthClip, bench, build, clip_key, clip_samples, make_clip
+from musiclm.data.synth.corpus import (
+    PEAK,
+    SynthClip,
+    bench,
+    build,
+    clip_key,
+    clip_samples,
+    make_clip,
+    melody_pair_clips,
+)
+from musiclm.data.synth.melody_pairs import VARIANTS as MELODY_VARIANTS
 from musiclm.data.synth.midi import METERS, TPQ, key_name, write_midi
 from musiclm.data.synth.render import APT_HINT, SOUNDFONTS, find_fluidsynth, find_soundfont, render_midi
 from musiclm.data.synth.styles import (
@@ -35,5 +45,6 @@ __all__ = [
     "APT_HINT", "DRUM", "DRUM_PATTERNS", "DYNAMICS", "DYNAMICS_WORDS", "GM", "KEYS", "METERS", "METER_WORDS", "MOODS",
     "PEAK", "PROGRESSIONS", "SCALES", "SOUNDFONTS", "STYLES", "STYLE_WORDS", "TEMPO_WORDS", "TPQ", "VOLUME", "Style",
     "SynthClip", "bench", "build", "clip_key", "clip_samples", "compose", "find_fluidsynth", "find_soundfont",
-    "key_name", "main", "make_clip", "render_midi", "tempo_bucket", "write_caption", "write_midi",
+    "key_name", "main", "make_clip", "render_midi", "tempo_bucket", "write_caption", "write_midi", "MELODY_VARIANTS",
+    "melody_pair_clips",
 ]

@@ -27,14 +27,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--prompt-kinds-rate", type=float, default=0.0,
                    help="share of clips with a negation or temporal-order prompt, made true in the audio (default 0: "
                    "the corpus is bit-identical to one built without this flag)")  # fmt: skip
+    p.add_argument("--melody-pairs", action="store_true",
+                   help="also render each clip's melody with another instrument, arrangement and octave, solo and "
+                   "hummed (keys <key>-<variant>, the notes in the json's `melody`): the melody model's training "
+                   "pairs; the clips themselves stay the default corpus's")  # fmt: skip
     a = p.parse_args(argv)
     from musiclm.data.ingest import summary
 
     try:
         t0 = time.perf_counter()
         manifests = build(a.out_dir, a.num_clips, a.seconds, a.seed, a.workers, a.sample_rate, a.val_fraction,
-                          a.test_fraction, a.clips_per_shard, a.prompt_kinds_rate)
-    except FileNotFoundError as e:
+                          a.test_fraction, a.clips_per_shard, a.prompt_kinds_rate, a.melody_pairs)
+    except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     kept, text = summary(manifests)

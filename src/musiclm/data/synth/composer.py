@@ -6,6 +6,8 @@ note, so in 6/8 it is 1.5 x tempo_bpm). Tempo buckets: slow < 90 <= medium < 130
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from musiclm.data.synth.kinds import apply_kind
@@ -209,11 +211,33 @@ def _swing(t: int) -> int:
     return beat * TPQ + p
 
 
+@dataclass
+class Piece:
+    """A composed piece before it becomes MIDI: its parts (see `write_midi`) and what `write_midi` needs besides,
+    kept apart so melody pairs (`melody_pairs`) can re-arrange the same parts."""
+
+    tracks: list[dict]
+    quarter_bpm: float
+    meter: str
+    root: int
+    mode: str
+    attributes: dict
+
+    def midi(self) -> bytes:
+        return write_midi(self.tracks, self.quarter_bpm, self.meter, self.root, self.mode)
+
+
 def compose(rng: np.random.Generator, seconds: float, kind: str | None = None) -> tuple[bytes, dict]:
     """Draw a style and its attributes, compose enough bars to outlast `seconds`, return (SMF bytes, attributes).
 
     `kind` ("negation", "order", see `kinds`) edits the parts after every other draw, so kind=None composes exactly
     what it always did."""
+    piece = compose_piece(rng, seconds, kind)
+    return piece.midi(), piece.attributes
+
+
+def compose_piece(rng: np.random.Generator, seconds: float, kind: str | None = None) -> Piece:
+    """`compose`'s piece as parts: the same draws in the same order."""
     style_name = str(rng.choice(list(STYLES)))
     style = STYLES[style_name]
     meter = str(rng.choice(style.meters))
@@ -296,8 +320,6 @@ def compose(rng: np.random.Generator, seconds: float, kind: str | None = None) -
     has_drums = any(t["name"] == "drums" for t in tracks)  # a negation may have left them out
     for t in tracks:  # nothing may sound past the end (the swing warp can move notes a little later)
         t["notes"] = [(s, min(e, total), p, v) for s, e, p, v in t["notes"] if s < total and e > s]
-    midi = write_midi(tracks, quarter_bpm, meter, root, mode)
-
     programs = [t["program"] for t in tracks if t["program"] is not None]
     attributes = {
         "instrument": GM[lead][0],
@@ -317,7 +339,7 @@ def compose(rng: np.random.Generator, seconds: float, kind: str | None = None) -
         "has_drums": bool(has_drums),
         "swing": style.swing,
     }
-    return midi, attributes | truth
+    return Piece(tracks, quarter_bpm, meter, root, mode, attributes | truth)
 
 
 def tempo_bucket(bpm: float) -> str:

@@ -1,0 +1,86 @@
+"""Melody tokens as a conditioning stream: token shards carry them, the semantic stage reads them after the MuLan
+tokens with its own condition dropout, and a stage trained on a toy language where the melody decides the semantic
+tokens follows the melody it is given at generation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from musiclm.data.datamodules import TokenDecoder
+from musiclm.data.tokens import collate_tokens, decode_token_sample, token_sample
+from musiclm.lm.module import SemanticStage
+from tests.test_lm import CM, KS, QM, SEMANTIC, SMALL, SR, TS, fit
+
+QL, CL, MR = 2, 4, 12.5  # melody levels, codes per level, columns per second (a column per 2 semantic frames)
+MELODY = dict(SEMANTIC, melody_levels=QL, melody_codebook_size=CL, melody_rate=MR)
+
+
+def toy(n: int, seed: int) -> list[dict]:
+    """MuLan tokens are noise; the semantic tokens are a function of the melody column they fall in."""
+    g = torch.Generator().manual_seed(seed)
+    melody = torch.randint(0, CL, (n, QL, TS // 2), generator=g)
+    t = torch.arange(TS)
+    semantic = (CL * melody[:, 0, t // 2] + melody[:, 1, t // 2]) % KS  # the column's two codes, one of KS ids
+    mulan = torch.randint(0, CM, (n, QM), generator=g)
+    return [{"mulan": mulan[i], "semantic": semantic[i], "melody": melody[i]} for i in range(n)]
+
+
+def stage(**kw) -> SemanticStage:
+    torch.manual_seed(0)
+    return SemanticStage(**MELODY, window_seconds=TS / SR, melody_conditioning=True, **SMALL, **kw)
+
+
+def test_without_the_flag_the_vocabulary_is_unchanged():
+    plain = SemanticStage(**SEMANTIC, **SMALL)
+    assert SemanticStage(**MELODY, **SMALL).vocab.size == plain.vocab.size
+    assert stage().vocab.size == plain.vocab.size + QL * CL + QL
+    with pytest.raises(ValueError, match="trained without melody"):
+        plain.eval().generate(torch.zeros(1, QM, dtype=torch.long), 4, melody=torch.zeros(1, QL, 2, dtype=torch.long))
+
+
+def test_melody_dropout_is_its_own():
+    batch = collate_tokens(toy(8, 0))
+    m = stage(cond_dropout=0.0, melody_dropout=1.0).train()
+    prefix, droppable = m.prefix(batch)
+    assert prefix.shape[1] == QM + m.melody_windows * QL and droppable.sum() == QM
+    dropped = m.drop_condition(prefix, droppable)
+    assert torch.equal(dropped[:, :QM], prefix[:, :QM])
+    assert torch.equal(dropped[:, QM:], m.melody_ids(None, 8).expand(8, -1))
+    m = stage(cond_dropout=1.0, melody_dropout=0.0).train()
+    dropped = m.drop_condition(prefix, droppable)
+    assert torch.equal(dropped[:, QM:], prefix[:, QM:]) and not torch.equal(dropped[:, :QM], prefix[:, :QM])
+
+
+def test_missing_columns_are_the_melody_null():
+    m = stage().eval()
+    ids = m.melody_ids(torch.zeros(1, QL, 1, dtype=torch.long), 1)
+    assert torch.equal(ids[:, QL:], m.melody_ids(None, 1)[:, QL:]) and not torch.equal(ids[:, :QL], ids[:, QL : 2 * QL])
+
+
+def test_token_shards_carry_melody_and_the_crop_follows_it():
+    x = toy(1, 0)[0]
+    sample = token_sample("k", {"mulan": x["mulan"], "semantic": x["semantic"],
+                                "acoustic": torch.zeros(2, 2 * TS, dtype=torch.long), "melody": x["melody"]},
+                          {"caption": "toy"})  # fmt: skip
+    raw = {k: v if isinstance(v, bytes) else json.dumps(v).encode() for k, v in sample.items()}
+    assert torch.equal(decode_token_sample(raw)["melody"], x["melody"])
+    crop = TokenDecoder(4 / SR, SR, 2 * SR, train=False, seed=0, melody_rate=MR)(raw)
+    assert torch.equal(crop["melody"], x["melody"][:, 1:])  # the 4-frame crop starts at frame 2: column 1
+
+
+def test_semantic_stage_follows_the_melody_it_is_given():
+    m = stage(cond_dropout=0.0, melody_dropout=0.1)
+    train = DataLoader(toy(256, 0), batch_size=16, shuffle=True, collate_fn=collate_tokens)
+    val = DataLoader(toy(32, 1), batch_size=32, collate_fn=collate_tokens)
+    fit(m, 150, loaders=(train, val))
+    m.eval()
+    test = collate_tokens(toy(16, 2))
+    right = m.generate(test["mulan"], TS, temperature=0, melody=test["melody"])
+    wrong = m.generate(test["mulan"], TS, temperature=0, melody=test["melody"].roll(1, 0))
+    acc_right = (right == test["semantic"]).float().mean().item()
+    acc_wrong = (wrong == test["semantic"]).float().mean().item()
+    assert acc_right > 0.8 and acc_right > acc_wrong + 0.4, (acc_right, acc_wrong)
