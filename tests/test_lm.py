@@ -224,3 +224,14 @@ def test_lm_sizes_come_from_the_token_manifest(tmp_path):
     assert (module.hparams.semantic_codebook_size, module.hparams.semantic_rate) == (512, SR)
     with pytest.raises(SystemExit, match="--model.semantic_codebook_size=512"):
         train("semantic", str(tmp_path / "run2"), "demo", "cpu", [*args, f"--model.semantic_codebook_size={KS}"])
+
+
+def test_a_stage_samples_with_its_own_top_k_unless_given_one():
+    """`model.top_k` is the stage's default like its temperature: top-k 1 samples the greedy codes."""
+    torch.manual_seed(0)
+    module = CoarseStage(**COARSE, coarse_levels=2, window_seconds=TS / AR, top_k=1, **SMALL).eval()
+    batch = torch.utils.data.default_collate(toy_tokens(2, 2))
+    args = (batch["mulan"], batch["semantic"][:, :4])
+    greedy = module.generate(*args, temperature=0.0)
+    assert torch.equal(module.generate(*args, seed=0), greedy)
+    assert not torch.equal(module.generate(*args, seed=0, top_k=16, temperature=5.0), greedy)

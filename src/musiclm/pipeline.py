@@ -67,7 +67,8 @@ class MusicLM:
         mulan_tokens: torch.Tensor | None = None,
     ) -> Generation:
         """Sample music for a batch of prompts. `temperature` is one value or per stage (paper: semantic 1.0,
-        coarse 0.95, fine 0.4, which are the stages' own defaults when None). `mulan_tokens` [B, Q] condition on
+        coarse 0.95, fine 0.4, which are the stages' own defaults when None); `top_k` None: each stage's own
+        (`model.top_k`, none unless its config sets one). `mulan_tokens` [B, Q] condition on
         given MuLan tokens instead of the texts' (a real clip's audio tokens: the chain without MuLan's text side)."""
         temps = temperature if isinstance(temperature, dict) else dict.fromkeys(LM_STAGES, temperature)
         sampling = dict(top_k=top_k, top_p=top_p)

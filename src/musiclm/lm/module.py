@@ -311,7 +311,7 @@ class TokenStage(L.LightningModule):
             generator = torch.Generator(device=self.device).manual_seed(seed)
         return dict(
             temperature=self.hparams.temperature if temperature is None else temperature,
-            top_k=top_k,
+            top_k=self.hparams.get("top_k") if top_k is None else top_k,  # the stage's own unless one is given
             top_p=top_p,
             cfg_scale=cfg_scale,
             generator=generator,
@@ -344,6 +344,7 @@ class SemanticStage(TokenStage):
         weight_decay: float = 0.01,
         warmup_steps: int = 1000,
         temperature: float = 1.0,
+        top_k: int | None = None,
         activation_checkpointing: bool = False,
         listen_examples: int = 2,
         listen_seconds: float = 2.0,
@@ -449,6 +450,7 @@ class CoarseStage(TokenStage):
         weight_decay: float = 0.01,
         warmup_steps: int = 1000,
         temperature: float = 0.95,
+        top_k: int | None = None,
         activation_checkpointing: bool = False,
         listen_examples: int = 2,
         listen_seconds: float = 2.0,
@@ -565,6 +567,7 @@ class FineStage(TokenStage):
         weight_decay: float = 0.01,
         warmup_steps: int = 1000,
         temperature: float = 0.4,
+        top_k: int | None = None,
         activation_checkpointing: bool = False,
         listen_examples: int = 2,
         listen_seconds: float = 2.0,
