@@ -153,6 +153,17 @@ def test_pretrained_components_replace_their_stages(chain: Path, tmp_path: Path)
     assert math.isfinite(report["generation.mcc"]) and report["codec.kbps"] == 2.7
 
 
+def test_every_lm_stage_logged_listening_samples(chain: Path):
+    """The demo trains the acoustic LMs before the semantic LM, so all three render samples through the run's codec."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for stage in ("semantic", "coarse", "fine"):
+        events = EventAccumulator(str(chain / "runs" / RUN / stage / "tb"), size_guidance={"audio": 0, "images": 0})
+        events.Reload()
+        assert {"listen/0_generated", "listen/0_real"} <= set(events.Tags()["audio"]), stage
+        assert "listen_spectrogram/0" in events.Tags()["images"], stage
+
+
 def test_rerun_is_a_no_op(chain: Path):
     """Every step is a make target: a finished chain has nothing left to do."""
     proc = make(

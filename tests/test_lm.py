@@ -245,3 +245,14 @@ def test_multi_step_prefill_matches_uncached_forward(tokens_per_step):
             parts.append(logits)
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-4)
     assert cache.cache_length == 20
+
+
+def test_a_stage_samples_with_its_own_top_k_unless_given_one():
+    """`model.top_k` is the stage's default like its temperature: top-k 1 samples the greedy codes."""
+    torch.manual_seed(0)
+    module = CoarseStage(**COARSE, coarse_levels=2, window_seconds=TS / AR, top_k=1, **SMALL).eval()
+    batch = torch.utils.data.default_collate(toy_tokens(2, 2))
+    args = (batch["mulan"], batch["semantic"][:, :4])
+    greedy = module.generate(*args, temperature=0.0)
+    assert torch.equal(module.generate(*args, seed=0), greedy)
+    assert not torch.equal(module.generate(*args, seed=0, top_k=16, temperature=5.0), greedy)

@@ -46,8 +46,10 @@ def plan(run: str, dataset: str, profile: str, makefile: str, make_vars: list[st
             [("codec", [*make, "train-codec"])],
         ],
         [[("tokenize", [*make, "tokenize"])]],
-        [[("semantic LM", [*make, "train-semantic"])]],
+        # the acoustic LMs first (they train on real tokens, not the semantic LM's): the semantic LM's listening
+        # samples (lm/listen.py) then go through them
         [[("acoustic LMs", [*make, "train-acoustic"])]],
+        [[("semantic LM", [*make, "train-semantic"])]],
         [[("generate", generate + (["--seconds", "2"] if profile == "tiny" else []))]],
         [[("eval", [*make, "eval"])]],
     ]

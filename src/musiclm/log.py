@@ -63,12 +63,21 @@ def save_spectrogram_png(path: str | Path, mel: torch.Tensor, title: str = "", f
     return path
 
 
-def save_wave_spectrogram_png(path: str | Path, wave: torch.Tensor, sample_rate: int, title: str = "") -> Path:
-    """A waveform's 80-band log-mel at 100 frames/s as a PNG (generated audio beside its wav, eval plots)."""
+WAVE_MEL_RATE = 100.0  # frames/s of every audio picture the project draws
+
+
+def wave_mel(wave: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """A waveform's 80-band log-mel at 100 frames/s: one picture for PNGs and TensorBoard alike, so a generated
+    sample's spectrogram in training reads against the eval plots and `outputs/` PNGs."""
     from musiclm.audio import log_mel
 
-    mel = log_mel(wave, sample_rate, n_fft=1024, hop_length=sample_rate // 100, n_mels=80)
-    return save_spectrogram_png(path, mel, title, frame_rate=100.0)
+    hop = int(sample_rate // WAVE_MEL_RATE)
+    return log_mel(wave.detach().float().cpu(), sample_rate, n_fft=1024, hop_length=hop, n_mels=80)
+
+
+def save_wave_spectrogram_png(path: str | Path, wave: torch.Tensor, sample_rate: int, title: str = "") -> Path:
+    """A waveform's log-mel (`wave_mel`) as a PNG (generated audio beside its wav, eval plots)."""
+    return save_spectrogram_png(path, wave_mel(wave, sample_rate), title, frame_rate=WAVE_MEL_RATE)
 
 
 def log_spectrograms(
@@ -83,6 +92,20 @@ def log_audio(logger, tag: str, wave: torch.Tensor, sample_rate: int, step: int)
     exp = _experiment(logger)
     if exp is not None:
         exp.add_audio(tag, wave.detach().float().cpu().clamp(-1, 1).reshape(1, -1), step, sample_rate=sample_rate)
+
+
+def log_wave_example(
+    logger, audio_tags: list[str], image_tag: str, waves: list[torch.Tensor], titles: list[str], sample_rate: int,
+    step: int,
+) -> None:
+    """Waves that belong together (a clip and its reconstruction, a real clip and a generated one): each as
+    TensorBoard audio under its tag, all as one image of stacked `wave_mel` panels on a shared colour scale."""
+    if _experiment(logger) is None:
+        return
+    for tag, wave in zip(audio_tags, waves, strict=True):
+        log_audio(logger, tag, wave, sample_rate, step)
+    mels = [wave_mel(w, sample_rate) for w in waves]
+    log_spectrograms(logger, image_tag, mels, step, titles, frame_rate=WAVE_MEL_RATE)
 
 
 def log_matrix(logger, tag: str, matrix: torch.Tensor, step: int, xlabel: str = "", ylabel: str = "") -> None:

@@ -107,8 +107,9 @@ class MusicLM:
         story: list[Segment] | None = None,
     ) -> Generation:
         """Sample music for a batch of prompts. `temperature` is one value or per stage (paper: semantic 1.0,
-        coarse 0.95, fine 0.4, which are the stages' own defaults when None). `mulan_tokens` [B, Q] condition on
-        given MuLan tokens instead of the texts' (a real clip's audio tokens: the chain without MuLan's text side).
+        coarse 0.95, fine 0.4, which are the stages' own defaults when None); `top_k` None: each stage's own
+        (`model.top_k`, none unless its config sets one). `mulan_tokens` [B, Q] condition on given MuLan tokens
+        instead of the texts' (a real clip's audio tokens: the chain without MuLan's text side).
         `melody` (one wave `[T]` for every prompt or `[B, T]`, at `melody_sample_rate`, the codec's by default): a
         hummed, whistled or played melody the music follows (a run with a melody model and a melody-conditioned
         semantic stage).

@@ -9,13 +9,12 @@ from typing import Literal
 import lightning as L
 import torch
 
-from musiclm.audio import log_mel
 from musiclm.codec.discriminators import Discriminators
 from musiclm.codec.losses import MultiResolutionMelLoss, discriminator_hinge, feature_matching, generator_hinge
 from musiclm.codec.model import SoundStream
 from musiclm.compat import attached_trainer, reset_codebook_init, set_codebook_sync
 from musiclm.distributed import world_size
-from musiclm.log import log_audio, log_skipped, log_spectrograms
+from musiclm.log import log_skipped, log_wave_example
 from musiclm.metrics.codec import input_dependence, mel_distance, si_sdr_db
 from musiclm.modes import eval_mode
 
@@ -331,9 +330,7 @@ class CodecModule(L.LightningModule):
 
     def _log_examples(self, x: torch.Tensor, y: torch.Tensor) -> None:
         step, sr = int(self.generator_steps), self.sample_rate
+        titles = ["original", f"reconstructed ({self.kbps():.1f} kbps)"]
         for i, (a, b) in enumerate(zip(x, y, strict=True)):
-            log_audio(self.logger, f"val_audio/{i}_original", a, sr, step)
-            log_audio(self.logger, f"val_audio/{i}_reconstructed", b, sr, step)
-            mels = [log_mel(w.float().cpu(), sr, n_fft=1024, hop_length=sr // 100, n_mels=80) for w in (a, b)]
-            titles = ["original", f"reconstructed ({self.kbps():.1f} kbps)"]
-            log_spectrograms(self.logger, f"val_spectrogram/{i}", mels, step, titles, frame_rate=100.0)
+            tags = [f"val_audio/{i}_original", f"val_audio/{i}_reconstructed"]
+            log_wave_example(self.logger, tags, f"val_spectrogram/{i}", [a, b], titles, sr, step)

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from musiclm.distributed import configure_sharding
 from musiclm.lm.backbones import build_backbone
+from musiclm.lm.listen import LISTEN_CFG, keep_examples, load_listeners, log_listening
 from musiclm.lm.patterns import EMPTY, FlattenPattern, Pattern, Vocab, as_steps, make_pattern
 from musiclm.lm.sampling import TargetLayout, sample_steps, slide
 from musiclm.log import log_skipped
@@ -52,6 +53,12 @@ RENAMED = {"codec_codebook_size": "acoustic_codebook_size", "codec_levels": "aco
 OLD_RATES = {"semantic_rate": 25.0, "acoustic_rate": 50.0}  # the only rates hand-offs with `window_frames` ran at
 
 
+def same_length(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """Both cut to the shorter one's frames (last axis)."""
+    t = min(a.shape[-1], b.shape[-1])
+    return a[..., :t], b[..., :t]
+
+
 def window(batch: dict[str, Any], spans: dict[str, tuple[int, int]]) -> dict[str, Any]:
     """Slice streams (and their `<name>_mask`, when present) to `(start, length)` along time."""
     out = dict(batch)
@@ -68,6 +75,7 @@ class TokenStage(L.LightningModule):
     target: str  # name of the target stream in the vocabulary
     level_base: int = 0  # absolute codec level of target level 0 (for metric names)
     window_rate: str  # the hparam holding the frame rate `window_seconds` is counted in
+    listen_through: tuple[str, ...] = ("codec",)  # the run's hand-offs a listening sample is decoded through
 
     @classmethod
     def upgrade_hparams(cls, hparams: dict[str, Any]) -> dict[str, Any]:
@@ -94,6 +102,8 @@ class TokenStage(L.LightningModule):
             hp.backbone, self.vocab.size, head_sizes, hp.dim, hp.depth, hp.heads, hp.ff_mult, hp.dropout
         )
         self._val: dict[str, Tensor] = {}
+        self._listen_batch: dict[str, Tensor] | None = None
+        self._listeners: dict[str, Any] | None = None  # loaded at the first validation ({}: listening is off)
         self._layouts: dict[tuple[int, torch.device], TargetLayout] = {}
 
     # -- what subclasses define ---------------------------------------------------------------------------------
@@ -113,6 +123,11 @@ class TokenStage(L.LightningModule):
     def target_mask(self, batch: dict[str, Any]) -> Tensor | None:
         """`[B, T]` True where a target frame is real rather than padding; None when nothing is padded."""
         return None
+
+    def listen_codes(self, batch: dict[str, Tensor], seconds: float, models: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """(generated, real) codec codes `[B, L, T]` of the same shape for about the first `seconds` of `batch`'s
+        clips; `models` holds the run's `listen_through` hand-offs (`lm/listen.py`)."""
+        raise NotImplementedError
 
     # -- layout helpers ---------------------------------------------------------------------------------------
 
@@ -204,6 +219,14 @@ class TokenStage(L.LightningModule):
             m = (valid & (level == lv)).expand_as(ce)
             stats = torch.stack([ce[m].sum(), correct[m].float().sum(), m.sum().float()]).detach()
             self._val[f"level_{lv + self.level_base}"] = self._val.get(f"level_{lv + self.level_base}", 0) + stats
+        if batch_idx == 0 and self.listening():
+            self._listen_batch = keep_examples(batch, self.hparams.listen_examples)
+
+    def listening(self) -> bool:
+        """Whether this validation renders samples: asked for, logged somewhere, on rank zero, not the sanity check."""
+        t = self.trainer
+        wanted = self.hparams.listen_examples > 0 and self.logger is not None
+        return wanted and t.is_global_zero and not t.sanity_checking
 
     def on_validation_epoch_end(self) -> None:
         if not self._val:
@@ -219,6 +242,12 @@ class TokenStage(L.LightningModule):
         self.log("val/loss", loss, prog_bar=True)
         self.log("val/ppl", loss.exp())
         self.log("val/acc", total[1] / total[2])
+        if self._listen_batch is not None:
+            if self._listeners is None:
+                self._listeners = load_listeners(self) or {}
+            if self._listeners:
+                log_listening(self, self._listen_batch, self._listeners)
+            self._listen_batch = None
 
     def configure_model(self) -> None:
         """Under ModelParallelStrategy (FSDP2): `fully_shard` each x-transformers Attention/FeedForward block, then
@@ -286,7 +315,7 @@ class TokenStage(L.LightningModule):
             generator = torch.Generator(device=self.device).manual_seed(seed)
         return dict(
             temperature=self.hparams.temperature if temperature is None else temperature,
-            top_k=top_k,
+            top_k=self.hparams.get("top_k") if top_k is None else top_k,  # the stage's own unless one is given
             top_p=top_p,
             cfg_scale=cfg_scale,
             generator=generator,
@@ -305,6 +334,7 @@ class SemanticStage(TokenStage):
 
     target = "semantic"
     window_rate = "semantic_rate"
+    listen_through = ("coarse", "fine", "codec")  # semantic tokens have no decoder: the run's acoustic LMs make codes
 
     def __init__(
         self,
@@ -324,6 +354,7 @@ class SemanticStage(TokenStage):
         weight_decay: float = 0.01,
         warmup_steps: int = 1000,
         temperature: float = 1.0,
+        top_k: int | None = None,
         activation_checkpointing: bool = False,
         compile: bool = False,
         melody_conditioning: bool = False,
@@ -331,6 +362,8 @@ class SemanticStage(TokenStage):
         melody_codebook_size: int | None = None,
         melody_rate: float | None = None,
         melody_dropout: float = 0.1,
+        listen_examples: int = 2,
+        listen_seconds: float = 2.0,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -459,6 +492,14 @@ class SemanticStage(TokenStage):
         initial = None if prompt is None else prompt.to(self.device).long()[:, None]
         return slide(num_tokens, window, min(context, window - 1), gen, initial)[:, 0]
 
+    def listen_codes(self, batch: dict[str, Tensor], seconds: float, models: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """The clips' MuLan tokens -> generated semantic tokens -> the run's coarse and fine LMs; real: the clips'
+        own codes."""
+        n_sem = min(seconds_to_frames(seconds, self.hparams.semantic_rate), batch["semantic"].shape[-1])
+        semantic = self.generate(batch["mulan"], n_sem, cfg_scale=LISTEN_CFG, seed=0)
+        coarse = models["coarse"].generate(batch["mulan"], semantic, cfg_scale=LISTEN_CFG, seed=0)
+        return same_length(models["fine"].generate(coarse, seed=0), batch["acoustic"].long())
+
 
 class CoarseStage(TokenStage):
     """p(coarse codec levels | MuLan tokens, semantic tokens)."""
@@ -488,8 +529,11 @@ class CoarseStage(TokenStage):
         weight_decay: float = 0.01,
         warmup_steps: int = 1000,
         temperature: float = 0.95,
+        top_k: int | None = None,
         activation_checkpointing: bool = False,
         compile: bool = False,
+        listen_examples: int = 2,
+        listen_seconds: float = 2.0,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -574,6 +618,13 @@ class CoarseStage(TokenStage):
         initial = None if prompt is None else prompt.to(self.device).long()
         return slide(round(semantic.shape[-1] * self.ratio), window, context, gen, initial)
 
+    def listen_codes(self, batch: dict[str, Tensor], seconds: float, models: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """The clips' MuLan and semantic tokens -> generated coarse levels; real: the clips' coarse levels. Both
+        decode at the coarse levels' bitrate: what this stage alone makes, heard before the fine LM exists."""
+        n_sem = min(seconds_to_frames(seconds, self.hparams.semantic_rate), batch["semantic"].shape[-1])
+        coarse = self.generate(batch["mulan"], batch["semantic"][:, :n_sem], cfg_scale=LISTEN_CFG, seed=0)
+        return same_length(coarse, self.target_codes(batch))
+
 
 class FineStage(TokenStage):
     """p(fine codec levels | coarse codec levels), over short windows (AudioLM: 3 s)."""
@@ -599,8 +650,11 @@ class FineStage(TokenStage):
         weight_decay: float = 0.01,
         warmup_steps: int = 1000,
         temperature: float = 0.4,
+        top_k: int | None = None,
         activation_checkpointing: bool = False,
         compile: bool = False,
+        listen_examples: int = 2,
+        listen_seconds: float = 2.0,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -660,3 +714,9 @@ class FineStage(TokenStage):
 
         fine = slide(coarse.shape[-1], window, context, gen, None if prompt is None else prompt.to(self.device).long())
         return torch.cat([coarse, fine], dim=1)
+
+    def listen_codes(self, batch: dict[str, Tensor], seconds: float, models: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """The clips' real coarse levels -> generated fine levels; real: all the clips' codes."""
+        frames = min(seconds_to_frames(seconds, self.hparams.acoustic_rate), batch["acoustic"].shape[-1])
+        real = batch["acoustic"][..., :frames].long()
+        return self.generate(real[:, : self.hparams.coarse_levels], seed=0), real
