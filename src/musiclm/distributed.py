@@ -46,6 +46,13 @@ def launcher_rank() -> int:
     return 0
 
 
+def close_process_group() -> None:
+    """Destroy the process group before the interpreter exits: left to shutdown, gloo's threads can abort a rank
+    ("terminate called without an active exception") after its work is done, and its launcher then sees a crash."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def checkpoint_blocks(module: nn.Module, block_types: tuple[type[nn.Module], ...]) -> int:
     """Activation checkpointing (composable, non-reentrant) on every block of `block_types`: their activations are
     recomputed in backward instead of stored. Idempotent; returns the number of blocks newly checkpointed."""

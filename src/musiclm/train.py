@@ -26,7 +26,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from musiclm.artifacts import atomic_torch_save, atomic_write_bytes, file_id, handoff, model_path, stage_dir
 from musiclm.compat import LastCheckpoint, TrainerHookCLI
 from musiclm.config import CONFIG_ROOT, config_layers
-from musiclm.distributed import is_sharded, recover_checkpoint
+from musiclm.distributed import close_process_group, is_sharded, recover_checkpoint
 from musiclm.paths import dataset_dirs, resolve
 from musiclm.pretrained.hub import PretrainedFolderError
 from musiclm.stages import STAGES
@@ -216,5 +216,6 @@ def main(argv: list[str] | None = None) -> None:
         if cause is None:
             raise
         raise SystemExit(f"musiclm train {ns.stage}: {cause}") from None
+    close_process_group()
     if rank_zero_only.rank == 0:
         print(f"wrote {path}")
