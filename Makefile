@@ -65,12 +65,14 @@ MULAN_IMPORT_ARGS ?=
 # own tower's; logmel when MuLan is an imported CLAP, which has no frame features)
 SEMANTIC_FROM ?=
 SEMANTIC_ARGS ?=
+# CLAP_FROM: a CLAP folder eval's CLAP judge reads (judge.clap.*; README "Judges"); unset: no CLAP figures
+CLAP_FROM ?=
 SEMANTIC_SOURCE = $(if $(SEMANTIC_FROM),--model.extractor=hf --model.source=$(SEMANTIC_FROM),$(if \
   $(MULAN_FROM),--model.extractor=logmel,--model.source=$(R)/mulan/model.ckpt))
 LM_FLAGS = $(STAGE_FLAGS) $(if $(LM_PRECISION),--trainer.precision=$(LM_PRECISION)) $(WEIGHT_FLAGS) $(ARGS)
 
 .PHONY: install test lint demo data train-mulan train-codec fit-semantic tokenize train-semantic train-acoustic \
-        train-judge train-melody generate eval bench gpu-check tensorboard clean-run
+        train-judge train-melody generate eval bench gpu-check tensorboard clean-run FORCE
 
 install: $(STAMP)
 
@@ -166,9 +168,17 @@ generate: $(STAGE_CKPTS) | $(STAMP)
 	  --seconds $(SECONDS) --out outputs/$(RUN)
 
 eval: reports/$(RUN)/eval.json
-reports/$(RUN)/eval.json: $(STAGE_CKPTS) $(JUDGE_CKPTS) $(TOKENS)/train/manifest.json | $(STAMP)
+reports/$(RUN)/eval.json: $(STAGE_CKPTS) $(JUDGE_CKPTS) $(TOKENS)/train/manifest.json reports/$(RUN)/clap_from | $(STAMP)
 	$(MUSICLM) eval --run $(RUN) --dataset $(DATASET) --num-prompts $(NUM_PROMPTS) --out $@ \
-	  --melody-dataset $(MELODY_DATASET)
+	  --melody-dataset $(MELODY_DATASET) $(if $(CLAP_FROM),--clap-from "$(CLAP_FROM)")
+
+# CLAP_FROM as of the last eval: rewritten only when it changes, so `make eval CLAP_FROM=DIR` after an eval without
+# it re-runs eval (a first stamp with no folder is dated 1970, so it never re-runs an eval by itself)
+reports/$(RUN)/clap_from: FORCE
+	@mkdir -p $(@D); if [ ! -e $@ ] && [ -z "$(CLAP_FROM)" ]; then touch -d @0 $@; \
+	elif [ "$$(cat $@)" != "$(CLAP_FROM)" ]; then printf '%s' "$(CLAP_FROM)" > $@; fi
+
+FORCE:
 
 bench: $(STAMP)
 	$(MUSICLM) bench --out reports/bench.json
@@ -183,7 +193,7 @@ tensorboard: | $(STAMP)
 demo: $(STAMP)
 	$(PY) -m musiclm.demo --run $(RUN) --dataset $(DATASET) --profile $(PROFILE) --makefile $(ROOT)/Makefile \
 	  SYNTH_CLIPS=$(SYNTH_CLIPS) SYNTH_SECONDS=$(SYNTH_SECONDS) NUM_PROMPTS=$(NUM_PROMPTS) WORKERS=$(WORKERS) \
-	  LM_PRECISION=$(LM_PRECISION)
+	  LM_PRECISION=$(LM_PRECISION) $(if $(CLAP_FROM),CLAP_FROM="$(CLAP_FROM)")
 
 clean-run:
 	rm -rf $(R) $(TOKENS) reports/$(RUN) outputs/$(RUN)

@@ -20,6 +20,8 @@ from musiclm.artifacts import atomic_write_bytes, build_from_handoff, load_model
 from musiclm.audio import crop, load_audio, resample_batch
 from musiclm.data.shards import NoCaptionsError, is_captioned, iter_tar_samples, list_shards
 from musiclm.judge import default_judges
+from musiclm.judge.clap import ATTRIBUTE as CLAP
+from musiclm.judge.clap import ClapJudge, check_clap_folder
 from musiclm.judge.prompts import kind_prompts, order_prompts
 from musiclm.judge.scoring import score
 from musiclm.log import save_wave_spectrogram_png
@@ -30,6 +32,7 @@ from musiclm.metrics.tempo import TempoAdherence
 from musiclm.oracles import oracle_waves, real_tokens
 from musiclm.paths import data_dir, dataset_dirs, reports_dir, resolve
 from musiclm.pipeline import MusicLM
+from musiclm.pretrained.hub import PretrainedFolderError
 from musiclm.report import write_report
 from musiclm.stages import LM_STAGES, STAGES
 from musiclm.story_eval import evaluate_continuation, evaluate_story
@@ -175,6 +178,7 @@ def rendered_order_prompts(clips: list[dict], count: int, sample_rate: int) -> l
 def evaluate_judges(
     run: str, lm: MusicLM, clips: list[dict], num_prompts: int, generated: torch.Tensor, num_kind_prompts: int,
     batch_size: int, cfg_scale: float, seed: int, out_dir: Path, order_clips: int = ORDER_CLIPS,
+    clap: ClapJudge | None = None,
 ) -> dict[str, float]:  # fmt: skip
     """The `judge.*` figures and reports/<RUN>/index.html. The first `num_prompts` test clips are the prompts
     `generated` was made for; negation / temporal-order prompts come from the other test clips (`kind_prompts`) and
@@ -183,7 +187,8 @@ def evaluate_judges(
     (the rest negation, so eval generates no more than before). Judges grade real clips (ceiling: every test clip),
     generations, shuffled prompts (floor), the real clips through the codec and the chain prompted with the real
     clips' MuLan audio tokens. Real clips are cut around their middle, so a change halfway through a clip is halfway
-    through the cut too."""
+    through the cut too. `clap` (the user's CLAP) grades the test prompts (not the kind prompts), its ceiling on
+    every test clip against its caption."""
     tagger = load_model(run, "judge")
     judges = default_judges(tagger)
     sr, length = lm.sample_rate, generated.shape[-1]
@@ -211,6 +216,14 @@ def evaluate_judges(
     ]
     metrics, verdicts = score(judges, sr, (ceiling_clips, ceiling_attrs), prompts, generated, conditions)
     names = {j.attribute: j.name for j in judges}
+    if clap is not None:
+        n = len(prompts) - len(extra)
+        more, said = clap.score(sr, (ceiling_clips[: len(clips)], [c["caption"] for c in clips]), texts[:n],
+                                generated[:n], {k: v[:n] for k, v in conditions.items()})  # fmt: skip
+        metrics |= more
+        for verdict, clap_verdict in zip(verdicts, said, strict=False):
+            verdict.update(clap_verdict)
+        names[CLAP] = clap.name
     page = write_report(out_dir, run_dir(run).name, metrics, texts, generated, sr, verdicts, names)
     print(f"wrote {page}")
     return metrics
@@ -238,8 +251,15 @@ def evaluate(run: str, dataset: str, num_prompts: int = 32, seconds: float | Non
              cfg_scale: float = 3.0, seed: int = 0, out: Path | None = None,
              num_kind_prompts: int = 16, order_clips: int = ORDER_CLIPS,
              melody_dataset: str = "synth-melody", num_stories: int = 8, story_segments: int = 2,
-             num_continuations: int = 8) -> dict:  # fmt: skip
+             num_continuations: int = 8, clap_from: str | Path | None = None) -> dict:  # fmt: skip
+    """The eval.json figures. `clap_from`: a CLAP folder for the `judge.clap.*` figures (checked first, so a wrong
+    folder fails before anything runs)."""
     from musiclm.codec.evaluate import evaluate_codec
+
+    clap_folder = check_clap_folder(clap_from) if clap_from else None
+    if clap_folder is None:
+        print(f"judge.{CLAP}: no CLAP folder given (make eval CLAP_FROM=DIR, musiclm eval --clap-from DIR): "
+              f"no judge.{CLAP}.* keys")  # fmt: skip
 
     dataset_dir = data_dir() / "shards" / dataset
     plots = (out or reports_dir() / run_dir(run).name / "eval.json").parent
@@ -267,8 +287,9 @@ def evaluate(run: str, dataset: str, num_prompts: int = 32, seconds: float | Non
     gen = evaluate_generation(lm, prompts, generated, batch_size, plots)
     report.update({f"generation.{k}": v for k, v in gen.items()})
     report.update(evaluate_oracles(run, lm, prompts, seconds, batch_size, cfg_scale, seed))
+    clap = None if clap_folder is None else ClapJudge.from_folder(clap_folder, lm.sample_rate, batch_size)
     report.update(evaluate_judges(run, lm, clips, num_prompts, generated, num_kind_prompts, batch_size, cfg_scale, seed,
-                                  plots, order_clips))  # fmt: skip
+                                  plots, order_clips, clap))  # fmt: skip
     judges = default_judges(load_model(run, "judge"))
     report.update(evaluate_story(lm, clips, judges, seconds, num_stories, story_segments, batch_size, cfg_scale, seed))
     report.update(evaluate_continuation(lm, clips[:num_continuations], seconds, seconds / 2, batch_size, cfg_scale,
@@ -296,11 +317,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--num-stories", type=int, default=8, help="story-mode stories (story.*)")
     p.add_argument("--story-segments", type=int, default=2, help="segments per story, over the generated length")
     p.add_argument("--num-continuations", type=int, default=8, help="test clips whose first half is continued")
+    p.add_argument("--clap-from", type=Path, default=None,
+                   help="a local CLAP folder (save_pretrained) for the judge.clap.* figures")  # fmt: skip
     a = p.parse_args(argv)
+    try:
+        clap_from = check_clap_folder(a.clap_from) if a.clap_from else None
+    except PretrainedFolderError as e:
+        raise SystemExit(f"musiclm eval: {e}") from None
     out = a.out or reports_dir() / run_dir(a.run).name / "eval.json"
     report = evaluate(a.run, a.dataset, a.num_prompts, a.seconds, a.batch_size, a.cfg_scale, a.seed, out,
                       a.num_kind_prompts, a.order_clips, a.melody_dataset, a.num_stories, a.story_segments,
-                      a.num_continuations)  # fmt: skip
+                      a.num_continuations, clap_from)  # fmt: skip
     atomic_write_bytes(out, json.dumps(report, indent=1).encode())
     print(json.dumps(report, indent=1))
     print(f"wrote {out}")

@@ -14,6 +14,7 @@ import torch
 from musiclm.artifacts import atomic_write_bytes
 from musiclm.audio import save_audio
 from musiclm.judge import ATTRIBUTES
+from musiclm.judge.clap import ATTRIBUTE as CLAP
 from musiclm.log import save_wave_spectrogram_png
 
 STYLE = """body{font:14px/1.4 sans-serif;margin:24px;color:#222;background:#fff}table{border-collapse:collapse}
@@ -54,22 +55,30 @@ def bar(floor: float, ceiling: float, generated: float, marks: dict[str, float])
     return f'<svg width="{BAR_W}" height="{BAR_H}" role="img">{"".join(parts)}</svg>'
 
 
+def judge_name(a: str, m: dict[str, float], judge_names: dict[str, str]) -> str:
+    """The row's first cell; the CLAP row also shows its mean cosines (the usual "CLAP score")."""
+    said = (("score", "generated"), ("score_real", "real"))
+    cosines = ", ".join(f"{what} {_num(m[k])}" for k, what in said if k in m)
+    extra = f"<br><small>mean cosine: {cosines}</small>" if cosines else ""
+    return f"<td><b>{a}</b><br><small>{html.escape(judge_names.get(a, ''))}</small>{extra}</td>"
+
+
 def judge_table(metrics: dict[str, float], judge_names: dict[str, str]) -> str:
     rows = []
-    for a in ATTRIBUTES:
+    for a in (*ATTRIBUTES, CLAP):
         if f"judge.{a}.real" not in metrics:
             continue
         m = {k.removeprefix(f"judge.{a}."): v for k, v in metrics.items() if k.startswith(f"judge.{a}.")}
         marks = {k: m[k] for k in ("codec", "audio_tokens") if k in m}
         if "generated" not in m:  # scoring withheld the verdict: the judge is unreliable or had too few prompts
             rows.append(
-                f"<tr><td><b>{a}</b><br><small>{html.escape(judge_names.get(a, ''))}</small></td><td>-</td><td>-</td>"
+                f"<tr>{judge_name(a, m, judge_names)}<td>-</td><td>-</td>"
                 f"<td>-</td><td>{_num(m['real'])}</td><td>-</td><td>-</td><td>-</td><td><small>no verdict: the judge's "
                 "ceiling is below 0.8 or fewer than 2 prompts state this</small></td></tr>"
             )
             continue
         rows.append(
-            f"<tr><td><b>{a}</b><br><small>{html.escape(judge_names.get(a, ''))}</small></td>"
+            f"<tr>{judge_name(a, m, judge_names)}"
             f"<td>{int(m.get('num_prompts', 0))}</td><td>{_num(m['chance'])}</td>"
             f"<td><b>{_num(m['generated'])}</b></td><td>{_num(m['real'])}</td><td>{_num(m['p'], 4)}</td>"
             + "".join(f"<td>{_num(m.get(k))}</td>" for k in ("codec", "audio_tokens"))
