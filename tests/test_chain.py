@@ -107,6 +107,7 @@ def test_eval_report_has_every_key_as_a_number(chain: Path):
     assert report["generation.num_prompts"] == 4
     assert 0 < report["mulan.zero_shot_instrument_chance"] < 1
     assert report["codec.kbps"] > 0
+    assert not any(k.startswith("judge.clap.") for k in report)  # no CLAP_FROM: no CLAP judge
 
 
 def test_uncaptioned_half_trains_every_stage_but_mulan(chain: Path):
@@ -128,7 +129,8 @@ def test_uncaptioned_half_trains_every_stage_but_mulan(chain: Path):
 def test_pretrained_components_replace_their_stages(chain: Path, tmp_path: Path):
     """Tiny EnCodec and CLAP folders imported instead of training (CODEC_FROM, MULAN_FROM) and semantic tokens over a
     tiny HuBERT's features (SEMANTIC_FROM) on the same corpus: fit-quantizer -> semantic tokens -> tokenize -> the
-    three LM stages -> generate -> eval, nothing else changed. The judge reads only the corpus: the tiny run's."""
+    three LM stages -> generate -> eval, nothing else changed. The judge reads only the corpus: the tiny run's; the
+    CLAP judge reads another tiny CLAP (CLAP_FROM), whose random weights certify too little for a verdict."""
     from tests.tiny_hf import save_clap, save_encodec, save_hubert
 
     run = "tiny-pretrained"
@@ -137,7 +139,8 @@ def test_pretrained_components_replace_their_stages(chain: Path, tmp_path: Path)
     make(chain, "generate", "eval", f"CODEC_FROM={save_encodec(tmp_path / 'encodec')}",
          "CODEC_IMPORT_ARGS=--bandwidth 3", f"MULAN_FROM={save_clap(tmp_path / 'clap')}",
          "MULAN_IMPORT_ARGS=--levels 2 --codebook-size 8", f"SEMANTIC_FROM={save_hubert(tmp_path / 'hubert')}",
-         "TEXT=a calm piano piece", "SECONDS=1", run=run)  # fmt: skip
+         f"CLAP_FROM={save_clap(tmp_path / 'judge-clap', seed=1)}", "TEXT=a calm piano piece", "SECONDS=1",
+         run=run)  # fmt: skip
     classes = {s: torch.load(chain / "runs" / run / s / "model.ckpt", weights_only=True)["class_path"]
                for s in ("codec", "mulan")}  # fmt: skip
     assert classes == {"codec": "musiclm.pretrained.codec.HFCodec", "mulan": "musiclm.pretrained.clap.ClapEncoder"}
@@ -151,6 +154,7 @@ def test_pretrained_components_replace_their_stages(chain: Path, tmp_path: Path)
     report = json.loads((chain / "reports" / run / "eval.json").read_text())
     assert all(isinstance(report[k], (int, float)) for k in EVAL_KEYS)
     assert math.isfinite(report["generation.mcc"]) and report["codec.kbps"] == 2.7
+    assert 0 <= report["judge.clap.real"] <= 1 and -1 <= report["judge.clap.score_real"] <= 1
 
 
 def test_every_lm_stage_logged_listening_samples(chain: Path):

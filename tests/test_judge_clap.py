@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from musiclm.judge.clap import ClapJudge, check_clap_folder, wins
+from musiclm.judge.clap import ClapJudge, check_clap_folder, same_weights, wins
 from musiclm.pretrained.hub import PretrainedFolderError
 from tests.test_judge import SR, ToyChain, toy_run  # noqa: F401 (toy_run: the fixture, a trained toy tagger)
 from tests.test_pretrained_codec import cli
@@ -134,3 +134,12 @@ def test_eval_section_adds_the_clap_judge_to_eval_and_the_report(toy_run, tmp_pa
     assert all(math.isfinite(v) for v in metrics.values())
     page = (tmp_path / "report" / "index.html").read_text()
     assert page.count("<td>clap</td>") == 6 and "mean cosine: generated 1.00, real 1.00" in page  # not kind prompts
+
+
+def test_the_runs_own_clap_is_recognised(clap_folder):
+    """MULAN_FROM and CLAP_FROM the same model: eval must see the judge would share the chain's weights."""
+    a, b = (ClapJudge.from_folder(clap_folder, SR).encoder for _ in range(2))
+    assert same_weights(a, b)
+    with torch.no_grad():
+        next(b.model.parameters()).add_(1e-3)
+    assert not same_weights(a, b) and not same_weights(a, EchoEncoder())

@@ -28,12 +28,12 @@ def save_dac(folder: Path) -> Path:
     return folder
 
 
-def save_clap(folder: Path) -> Path:
+def save_clap(folder: Path, seed: int = 0) -> Path:
     """CLAP with its feature extractor (48 kHz, 2-s window) and a word-level tokenizer of the text tower's 100 ids."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, PreTrainedTokenizerFast
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     text = dict(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
                 max_position_embeddings=40, projection_dim=8)  # fmt: skip
     audio = dict(window_size=4, spec_size=64, num_mel_bins=16, patch_size=4, patch_stride=[4, 4],

@@ -21,7 +21,7 @@ from musiclm.audio import crop, load_audio, resample_batch
 from musiclm.data.shards import NoCaptionsError, is_captioned, iter_tar_samples, list_shards
 from musiclm.judge import default_judges
 from musiclm.judge.clap import ATTRIBUTE as CLAP
-from musiclm.judge.clap import ClapJudge, check_clap_folder
+from musiclm.judge.clap import ClapJudge, check_clap_folder, same_weights
 from musiclm.judge.prompts import kind_prompts, order_prompts
 from musiclm.judge.scoring import score
 from musiclm.log import save_wave_spectrogram_png
@@ -288,6 +288,10 @@ def evaluate(run: str, dataset: str, num_prompts: int = 32, seconds: float | Non
     report.update({f"generation.{k}": v for k, v in gen.items()})
     report.update(evaluate_oracles(run, lm, prompts, seconds, batch_size, cfg_scale, seed))
     clap = None if clap_folder is None else ClapJudge.from_folder(clap_folder, lm.sample_rate, batch_size)
+    if clap is not None and same_weights(clap.encoder, lm.mulan):
+        print(f"judge.{CLAP}: {clap_folder} is the run's own MuLan (the same CLAP weights) and a judge shares no "
+              f"weights with the chain: no judge.{CLAP}.* keys (generation.mcc* is that figure); give another CLAP")
+        clap = None
     report.update(evaluate_judges(run, lm, clips, num_prompts, generated, num_kind_prompts, batch_size, cfg_scale, seed,
                                   plots, order_clips, clap))  # fmt: skip
     judges = default_judges(load_model(run, "judge"))

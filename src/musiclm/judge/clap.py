@@ -57,6 +57,16 @@ def check_clap_folder(folder: str | Path) -> Path:
     return path
 
 
+def same_weights(a: object, b: object) -> bool:
+    """Whether two adapters hold one model's weights: a run whose MuLan is the judge's own CLAP (`MULAN_FROM` and
+    `CLAP_FROM` the same model) would be judged by the chain's own encoder."""
+    ma, mb = getattr(a, "model", None), getattr(b, "model", None)
+    if not isinstance(ma, torch.nn.Module) or not isinstance(mb, torch.nn.Module):
+        return False
+    sa, sb = ma.state_dict(), mb.state_dict()
+    return sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape and torch.equal(sa[k], sb[k]) for k in sa)
+
+
 def wins(sim: torch.Tensor, own: list[int] | None = None) -> torch.Tensor:
     """sim [clips, prompts] -> [clips, prompts]: the share of the other prompts each (clip, prompt) pair beats, ties
     half. `own[k]` maps prompt k to its distinct text's column when sim's columns are the distinct texts."""
