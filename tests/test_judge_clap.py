@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from musiclm.judge.clap import ClapJudge, check_clap_folder, same_weights, wins
+from musiclm.judge.clap import ClapJudge, check_clap_folder, own_wins, same_weights, wins
 from musiclm.pretrained.hub import PretrainedFolderError
 from tests.test_judge import SR, ToyChain, toy_run  # noqa: F401 (toy_run: the fixture, a trained toy tagger)
 from tests.test_pretrained_codec import cli
@@ -64,6 +64,9 @@ def test_wins_counts_the_other_prompts_beaten_ties_half():
     assert wins(sim).tolist() == [[1.0, 0.25, 0.25], [0.0, 0.5, 1.0]]
     assert wins(sim).mean(1).tolist() == [0.5, 0.5]  # every row averages chance exactly
     assert wins(sim, own=[0, 0, 2])[:, 1].tolist() == [1.0, 0.0]  # prompt 1 has prompt 0's text
+    sim = torch.randn(9, 5, generator=torch.Generator().manual_seed(0)).round(decimals=1)  # some ties
+    own = [0, 1, 2, 3, 4, 0, 1, 2, 3]
+    assert torch.equal(own_wins(sim, own), wins(sim, own).diagonal())
 
 
 def test_audio_equal_to_its_prompt_is_retrieved_every_time_and_shuffled_sits_at_chance():

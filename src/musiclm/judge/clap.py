@@ -80,13 +80,21 @@ def wins(sim: torch.Tensor, own: list[int] | None = None) -> torch.Tensor:
     return out if own is None else out[:, own]
 
 
+def own_wins(sim: torch.Tensor, own: list[int]) -> torch.Tensor:
+    """[clips]: `wins(sim, own)`'s diagonal, each clip against its own prompt only, in O(clips x prompts): every real
+    test clip sets the ceiling, and the full matrix would be clips x prompts x 8 bytes more."""
+    mine = sim[torch.arange(len(own)), own][:, None]
+    below, level = (sim < mine).sum(1).double(), (sim == mine).sum(1).double() - 1
+    return (below + 0.5 * level) / (sim.shape[1] - 1)
+
+
 class ClapJudge:
     """Grades clips against their prompts with a CLAP (`TextAudioEncoder`), in batches of `batch_size` clips."""
 
     attribute = ATTRIBUTE
 
-    def __init__(self, encoder: TextAudioEncoder, name: str = "CLAP", batch_size: int = 8):
-        self.encoder, self.name, self.batch_size = encoder, name, batch_size
+    def __init__(self, encoder: TextAudioEncoder, name: str = "CLAP", batch_size: int = 8, text_batch_size: int = 64):
+        self.encoder, self.name, self.batch_size, self.text_batch_size = encoder, name, batch_size, text_batch_size
 
     @classmethod
     def from_folder(cls, folder: str | Path, sample_rate: int, batch_size: int = 8) -> ClapJudge:
@@ -102,17 +110,16 @@ class ClapJudge:
         """[clips, texts] cosine of each clip (waves [N, T] at `sample_rate`) with each text."""
         rate = self.encoder.sample_rate
         with torch.inference_mode():
-            text = self.encoder.embed_text(list(texts)).float().cpu()
+            text = torch.cat([self.encoder.embed_text(list(texts[i : i + self.text_batch_size])).float().cpu()
+                              for i in range(0, len(texts), self.text_batch_size)])  # fmt: skip
             audio = [self.encoder.embed_audio(resample_batch(waves[i : i + self.batch_size].float(), sample_rate, rate))
                      for i in range(0, len(waves), self.batch_size)]  # fmt: skip
             return torch.cat(audio).float().cpu() @ text.T
 
-    def graded(self, waves: torch.Tensor, sample_rate: int, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(wins [N, N] of clip i against prompt k among the distinct texts, cosine [N] of each clip with its own)."""
-        distinct = sorted(set(texts))
-        own = [distinct.index(t) for t in texts]
-        sim = self.similarity(waves, sample_rate, distinct)
-        return wins(sim, own), sim[torch.arange(len(texts)), own]
+    def graded(self, waves: torch.Tensor, sample_rate: int, texts: list[str]) -> tuple[torch.Tensor, list[int]]:
+        """(cosine [N, distinct texts], `own[i]`: the column of clip i's prompt)."""
+        column = {t: i for i, t in enumerate(sorted(set(texts)))}
+        return self.similarity(waves, sample_rate, list(column)), [column[t] for t in texts]
 
     def score(
         self,
@@ -129,9 +136,9 @@ class ClapJudge:
         if len(set(real[1])) < 2:
             log.warning("judge.%s: no keys written: fewer than 2 distinct real test captions", ATTRIBUTE)
             return {}, [{} for _ in texts]
-        ceiling, cosine_real = self.graded(real[0], sample_rate, real[1])
-        metrics = {f"judge.{ATTRIBUTE}.real": float(ceiling.diagonal().mean()),
-                   f"judge.{ATTRIBUTE}.score_real": float(cosine_real.mean())}  # fmt: skip
+        sim, own = self.graded(real[0], sample_rate, real[1])
+        metrics = {f"judge.{ATTRIBUTE}.real": float(own_wins(sim, own).mean()),
+                   f"judge.{ATTRIBUTE}.score_real": float(sim[torch.arange(len(own)), own].mean())}  # fmt: skip
         verdicts: list[dict[str, dict]] = [{} for _ in texts]
         if metrics[f"judge.{ATTRIBUTE}.real"] < min_ceiling:
             log.warning("judge.%s: ceiling %.2f < %.2f on real clips: no verdict on generations", ATTRIBUTE,
@@ -140,13 +147,14 @@ class ClapJudge:
         if len(set(texts)) < 2:
             log.warning("judge.%s: no verdict: %d distinct prompts (2 needed)", ATTRIBUTE, len(set(texts)))
             return metrics, verdicts
-        won, cosine = self.graded(generated, sample_rate, texts)
+        sim, own = self.graded(generated, sample_rate, texts)
+        won, cosine = wins(sim, own), sim[torch.arange(len(own)), own]
         stats = agreement(won)
         metrics |= {f"judge.{ATTRIBUTE}.generated": stats["rate"], f"judge.{ATTRIBUTE}.chance": stats["chance"],
                     f"judge.{ATTRIBUTE}.p": stats["p"], f"judge.{ATTRIBUTE}.num_prompts": float(len(texts)),
                     f"judge.{ATTRIBUTE}.score": float(cosine.mean())}  # fmt: skip
         for name, waves in (conditions or {}).items():
-            metrics[f"judge.{ATTRIBUTE}.{name}"] = float(self.graded(waves, sample_rate, texts)[0].diagonal().mean())
+            metrics[f"judge.{ATTRIBUTE}.{name}"] = float(own_wins(*self.graded(waves, sample_rate, texts)).mean())
         others = len(set(texts)) - 1
         target = f"its prompt over the {others} others"
         for i, (w, c) in enumerate(zip(won.diagonal().tolist(), cosine.tolist(), strict=True)):
