@@ -265,3 +265,25 @@ def test_spectral_flatness_orders_tone_below_hiss_and_skips_silence():
     metric.update(torch.stack([tone, torch.zeros(2 * sr)]), sr)  # an all-silent clip is skipped, not NaN
     metric.update(hiss[None], sr)
     assert math.isclose(metric.compute().item(), (flat[0] + flat[1]).item() / 2, rel_tol=1e-4)
+
+
+def test_fad_logmel_other_real_floor_is_small_within_a_corpus_and_large_across(tmp_path):
+    """eval's floor for `generation.fad_logmel`: two draws of one corpus score far below a corpus of another sound,
+    and above 0 (a few clips in 128 dimensions)."""
+    from musiclm.audio import save_audio
+    from musiclm.evaluate import fad_logmel_other_real
+
+    sr, rng = 16_000, np.random.default_rng(0)
+    t = np.arange(sr) / sr
+
+    def clips(kind: str, n: int) -> list[dict]:
+        out = []
+        for i in range(n):
+            x = 0.3 * np.sin(2 * np.pi * rng.uniform(200, 800) * t) if kind == "tone" else 0.3 * rng.standard_normal(sr)
+            out.append({"flac": save_audio(tmp_path / f"{kind}{i}.wav", x.astype(np.float32), sr)})
+        return out
+
+    tones, more_tones, noise = clips("tone", 12), clips("tone", 12), clips("noise", 12)
+    within = fad_logmel_other_real(tones, more_tones, sr, sr)
+    across = fad_logmel_other_real(tones, noise, sr, sr)
+    assert 0 < within < across / 5
