@@ -19,6 +19,8 @@ ARGS ?=
 TEXT ?=
 # an audio file whose melody `make generate` follows (a run trained with melody conditioning: README)
 MELODY ?=
+# with MELODY: guide the melody with its own scale (empty: generate's one --cfg-scale guides text and melody together)
+MELODY_CFG ?=
 # make generate: a recording to continue, or a story file (`seconds<TAB>prompt` lines) instead of TEXT
 PROMPT_AUDIO ?=
 STORY ?=
@@ -162,10 +164,10 @@ STAGE_CKPTS := $(foreach s,mulan codec semantic_tokens semantic coarse fine,$(R)
 JUDGE_CKPTS := $(foreach s,judge,$(R)/$(s)/model.ckpt)
 
 generate: $(STAGE_CKPTS) | $(STAMP)
-	@test -n "$(TEXT)$(STORY)" || { echo 'usage: make generate TEXT="a calm piano ballad" [SECONDS=10] [RUN=demo] [PROMPT_AUDIO=take.wav] [MELODY=hum.wav]  (or STORY=story.tsv instead of TEXT)'; exit 2; }
+	@test -n "$(TEXT)$(STORY)" || { echo 'usage: make generate TEXT="a calm piano ballad" [SECONDS=10] [RUN=demo] [PROMPT_AUDIO=take.wav] [MELODY=hum.wav [MELODY_CFG=5]]  (or STORY=story.tsv instead of TEXT)'; exit 2; }
 	$(MUSICLM) generate --run $(RUN) $(if $(TEXT),--text "$(TEXT)") $(if $(STORY),--story "$(STORY)") \
 	  $(if $(PROMPT_AUDIO),--prompt-audio "$(PROMPT_AUDIO)") $(if $(MELODY),--melody "$(MELODY)") \
-	  --seconds $(SECONDS) --out outputs/$(RUN)
+	  $(if $(MELODY_CFG),--melody-cfg-scale $(MELODY_CFG)) --seconds $(SECONDS) --out outputs/$(RUN)
 
 eval: reports/$(RUN)/eval.json
 reports/$(RUN)/eval.json: $(STAGE_CKPTS) $(JUDGE_CKPTS) $(TOKENS)/train/manifest.json reports/$(RUN)/clap_from | $(STAMP)

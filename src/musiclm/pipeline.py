@@ -4,6 +4,7 @@
     out = lm.generate(["a calm piano ballad"], seconds=10, cfg_scale=3.0, seed=0)
     out.waves  # [B, T] at out.sample_rate
     out = lm.generate(["a jazz tune"], melody=hummed_wave, melody_sample_rate=44_100)  # a run with a melody model
+    out = lm.generate(["a jazz tune"], melody=hummed_wave, cfg_scale=3.0, melody_cfg_scale=5.0)  # guided separately
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tqdm import tqdm
 from musiclm.artifacts import atomic_write_bytes, load_model, model_path, run_dir
 from musiclm.audio import AudioError, load_audio, resample_batch, save_audio
 from musiclm.continuation import prompt_tokens
+from musiclm.lm.module import check_melody_guidance
 from musiclm.log import save_wave_spectrogram_png
 from musiclm.paths import outputs_dir
 from musiclm.stages import LM_STAGES
@@ -102,6 +104,7 @@ class MusicLM:
         mulan_tokens: torch.Tensor | None = None,
         melody: torch.Tensor | np.ndarray | None = None,
         melody_sample_rate: int | None = None,
+        melody_cfg_scale: float | None = None,
         prompt_audio: torch.Tensor | None = None,
         prompt_sample_rate: int | None = None,
         story: list[Segment] | None = None,
@@ -112,7 +115,9 @@ class MusicLM:
         instead of the texts' (a real clip's audio tokens: the chain without MuLan's text side).
         `melody` (one wave `[T]` for every prompt or `[B, T]`, at `melody_sample_rate`, the codec's by default): a
         hummed, whistled or played melody the music follows (a run with a melody model and a melody-conditioned
-        semantic stage).
+        semantic stage). `melody_cfg_scale` guides the melody separately from the text (`cfg_scale`) in the
+        semantic stage: uncond + cfg_scale * (text - uncond) + melody_cfg_scale * (text & melody - text); None
+        (default) guides both with `cfg_scale` at once, as a single condition.
 
         `prompt_audio` ([T] or [B, T] at `prompt_sample_rate`, default the codec's) is continued: its semantic and
         acoustic tokens start every stage's output, and `seconds` counts them. `story` `[(seconds, prompt), ...]`
@@ -122,6 +127,8 @@ class MusicLM:
             raise ValueError("give texts (or mulan_tokens) or a story, not both")
         if story is None and not texts and mulan_tokens is None:
             raise ValueError("nothing to condition on: give texts, mulan_tokens or a story")
+        check_melody_guidance(melody_cfg_scale, cfg_scale, melody is not None,
+                              bool(self.semantic.hparams.get("melody_conditioning")))  # fmt: skip
         temps = temperature if isinstance(temperature, dict) else dict.fromkeys(LM_STAGES, temperature)
         sampling = dict(top_k=top_k, top_p=top_p)
         timings: dict[str, float] = {}
@@ -167,7 +174,7 @@ class MusicLM:
             t0 = time.perf_counter()
             melody_ids = self.melody_tokens(melody, melody_sample_rate or self.sample_rate, rows)
             timings["melody"] = round(time.perf_counter() - t0, 3)
-        with_melody = {"melody": melody_ids} if melody_ids is not None else {}
+        with_melody = {"melody": melody_ids, "melody_cfg_scale": melody_cfg_scale} if melody_ids is not None else {}
 
         def semantic_stage() -> torch.Tensor:
             out = prompt["semantic"]
@@ -194,7 +201,7 @@ class MusicLM:
         bar.close()
         settings = dict(
             seconds=seconds, cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed
-        ) | ({"melody": True} if melody_ids is not None else {})
+        ) | ({"melody": True, "melody_cfg_scale": melody_cfg_scale} if melody_ids is not None else {})
         if prompt["semantic"] is not None:
             settings["prompt_seconds"] = round(prompt["semantic"].shape[-1] / hp.semantic_rate, 3)
         if story is not None:
@@ -285,6 +292,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--melody", type=Path, default=None,
                    help="an audio file (any format soundfile reads, any rate) whose melody the music follows: a "
                    "run with a melody model and a melody-conditioned semantic stage (README, Melody conditioning)")
+    p.add_argument("--melody-cfg-scale", type=float, default=None,
+                   help="guide the melody separately from the text (needs --melody): uncond + cfg * (text - uncond) "
+                   "+ melody_cfg * (text & melody - text); default: --cfg-scale guides both as one condition")
     a = p.parse_args(argv)
     texts = list(a.text)
     if a.prompts:
@@ -299,12 +309,15 @@ def main(argv: list[str] | None = None) -> None:
             p.error(str(e))
     elif not texts:
         p.error("give --text, --prompts or --story")
+    if a.melody_cfg_scale is not None and a.melody is None:
+        p.error("--melody-cfg-scale guides a melody: give --melody FILE too")
     lm = MusicLM.from_run(a.run, a.device)
     melody: dict = {}
     if a.melody is not None:
         rate = lm.melody.sample_rate if lm.melody is not None else lm.sample_rate
         try:
-            melody = {"melody": load_audio(a.melody, rate), "melody_sample_rate": rate}
+            melody = {"melody": load_audio(a.melody, rate), "melody_sample_rate": rate,
+                      "melody_cfg_scale": a.melody_cfg_scale}
         except (AudioError, OSError) as e:
             p.error(f"--melody {a.melody}: {e}")
     wave = None

@@ -284,9 +284,11 @@ class TokenStage(L.LightningModule):
         null_prefix: Tensor | None,
         frames: int,
         prompt: Tensor | None,
+        first_prefix: Tensor | None = None,
         **kw: Any,
     ) -> Tensor:
-        """Codes `[B, L, frames]` after `prefix` (`[B, P]` ids); the first frames equal `prompt` `[B, L, Tp]`."""
+        """Codes `[B, L, frames]` after `prefix` (`[B, P]` ids); the first frames equal `prompt` `[B, L, Tp]`.
+        `first_prefix`: the text-only branch of two-scale guidance (`sample_steps`)."""
         k = self.pattern.tokens_per_step
         layout = self.target_layout(frames)
         known, forced = 0, None
@@ -299,13 +301,14 @@ class TokenStage(L.LightningModule):
             forced = torch.where(((time >= 0) & (time < prompt.shape[-1])).to(steps.device), steps, -1)[:, known:]
             prompt_ids = self.target_ids(steps[:, :known], layout[:known])
         prefixes = []
-        for p in (prefix, null_prefix):
+        for p in (prefix, null_prefix, first_prefix):
             if p is None:
                 prefixes.append(None)
                 continue
             p = as_steps(p, k)
             prefixes.append(torch.cat([p, prompt_ids], dim=1) if known else p)
-        new = sample_steps(self.model, prefixes[0], layout[known:], null_prefix=prefixes[1], forced=forced, **kw)
+        new = sample_steps(self.model, prefixes[0], layout[known:], null_prefix=prefixes[1], first_prefix=prefixes[2],
+                           forced=forced, **kw)  # fmt: skip
         steps = torch.cat([steps[:, :known], new], dim=1) if known else new
         return self.pattern.revert(steps, frames)
 
@@ -321,6 +324,20 @@ class TokenStage(L.LightningModule):
             generator=generator,
             use_cache=use_cache,
         )
+
+
+def check_melody_guidance(melody_cfg_scale: float | None, cfg_scale: float | None, has_melody: bool,
+                          conditioned: bool) -> None:
+    """A melody guidance scale needs a melody-conditioned stage, a melody and the text scale it is composed with."""
+    if melody_cfg_scale is None:
+        return
+    if not conditioned:
+        raise ValueError("melody_cfg_scale needs a semantic stage trained with melody tokens: retrain it with "
+                         "model.melody_conditioning: true (README, Melody conditioning)")  # fmt: skip
+    if not has_melody:
+        raise ValueError("melody_cfg_scale guides a melody: give one (melody=..., --melody, MELODY=)")
+    if cfg_scale is None:
+        raise ValueError("melody_cfg_scale is composed with the text's cfg_scale: give cfg_scale too")
 
 
 class SemanticStage(TokenStage):
@@ -465,29 +482,40 @@ class SemanticStage(TokenStage):
         context: int | None = None,
         use_cache: bool = True,
         melody: Tensor | None = None,
+        melody_cfg_scale: float | None = None,
     ) -> Tensor:
         """MuLan tokens `[B, Qm]` -> semantic tokens `[B, num_tokens]`; longer than a window by sliding
         windows prompted with the last `context` tokens (default half a window). `prompt` `[B, Tp]` continues
         given semantic tokens (returned as the first Tp). `melody` `[B, Q, T]` melody tokens (a melody-conditioned
         stage; without them it samples from the text alone, the melody null): each window reads the melody columns
-        from the one nearest its start; classifier-free guidance's unconditional branch drops both conditions."""
+        from the one nearest its start.
+
+        Guidance: with `cfg_scale` alone, the unconditional branch drops both conditions (one scale for text and
+        melody together). `melody_cfg_scale` guides the melody separately (`sampling.guide_two`): logits =
+        uncond + cfg_scale * (text - uncond) + melody_cfg_scale * (text & melody - text), three rows per sample in
+        one cached forward; equal scales are the one-scale form, 0 ignores the melody."""
+        if melody is not None and not self.hparams.melody_conditioning:
+            raise ValueError("this semantic stage was trained without melody tokens: retrain it with "
+                             "model.melody_conditioning: true (README, Melody conditioning)")  # fmt: skip
+        check_melody_guidance(melody_cfg_scale, cfg_scale, melody is not None, self.hparams.melody_conditioning)
         kw = self.sampling_kwargs(temperature, top_k, top_p, cfg_scale, seed, use_cache)
         mulan_tokens = mulan_tokens.to(self.device)
         cond = self.mulan_ids(mulan_tokens)
         null = self.null_ids(cond.shape[1]).expand_as(cond) if cfg_scale is not None else None
         window = self.window_frames
         context = window // 2 if context is None else context
-        if melody is not None and not self.hparams.melody_conditioning:
-            raise ValueError("this semantic stage was trained without melody tokens: retrain it with "
-                             "model.melody_conditioning: true (README, Melody conditioning)")  # fmt: skip
 
         def gen(start: int, frames: int, prev: Tensor | None) -> Tensor:
             if not self.hparams.melody_conditioning:
                 return self.sample_window(cond, null, frames, prev, **kw)
             b = cond.shape[0]
-            mel = self.melody_ids(melody, b, self.melody_offset(start))
-            null_mel = None if null is None else torch.cat([null, self.melody_ids(None, b)], dim=1)
-            return self.sample_window(torch.cat([cond, mel], dim=1), null_mel, frames, prev, **kw)
+            mel, no_mel = self.melody_ids(melody, b, self.melody_offset(start)), self.melody_ids(None, b)
+            null_mel = None if null is None else torch.cat([null, no_mel], dim=1)
+            if melody_cfg_scale is None:
+                return self.sample_window(torch.cat([cond, mel], dim=1), null_mel, frames, prev, **kw)
+            return self.sample_window(torch.cat([cond, mel], dim=1), null_mel, frames, prev,
+                                      first_prefix=torch.cat([cond, no_mel], dim=1),
+                                      second_cfg_scale=melody_cfg_scale, **kw)  # fmt: skip
 
         initial = None if prompt is None else prompt.to(self.device).long()[:, None]
         return slide(num_tokens, window, min(context, window - 1), gen, initial)[:, 0]

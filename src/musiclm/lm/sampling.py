@@ -61,6 +61,17 @@ def guide(cond: Tensor, uncond: Tensor, scale: float) -> Tensor:
     return uncond + scale * (cond - uncond)
 
 
+def guide_two(both: Tensor, first: Tensor, uncond: Tensor, scale: float, second_scale: float) -> Tensor:
+    """Compositional guidance for two conditions (InstructPix2Pix's form, eq. 3, with text as the first condition
+    and the melody as the second): `uncond + scale * (first - uncond) + second_scale * (both - first)`.
+
+    Chosen over summing two independent "one condition vs. none" terms because it needs only the three rows
+    the stages train for (both, first alone, neither: a "melody alone" row would be a fourth forward), and because
+    it nests the single-scale form: `second_scale == scale` is `guide(both, uncond, scale)`, and `second_scale` 0
+    drops the second condition's contribution, leaving text-only guidance."""
+    return uncond + scale * (first - uncond) + second_scale * (both - first)
+
+
 @torch.no_grad()
 def sample_steps(
     model: TokenLM,
@@ -68,23 +79,29 @@ def sample_steps(
     layout: TargetLayout,
     *,
     null_prefix: Tensor | None = None,
+    first_prefix: Tensor | None = None,
     forced: Tensor | None = None,
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
     cfg_scale: float | None = None,
+    second_cfg_scale: float | None = None,
     generator: torch.Generator | None = None,
     use_cache: bool = True,
 ) -> Tensor:
     """Generate `S` steps after `prefix` (`[B, P, K]` input ids). Returns `[B, S, K]` codes (0 in invalid slots).
 
     `null_prefix` (same shape, the condition replaced by the null condition) and `cfg_scale` turn on guidance:
-    both branches run as one batch and share the sampled tokens. `forced` (`[B, S, K]`, -1 = free) pins slots
+    both branches run as one batch and share the sampled tokens. With two conditions in the prefix, `first_prefix`
+    (only the second condition replaced by its null) and `second_cfg_scale` guide each separately (`guide_two`):
+    three rows per sample, one forward and one KV cache. `forced` (`[B, S, K]`, -1 = free) pins slots
     whose codes are known (a prompt). `use_cache=False` re-runs the whole sequence each step (the reference the
     cached path is tested against)."""
     guided = cfg_scale is not None and null_prefix is not None
+    two = guided and first_prefix is not None and second_cfg_scale is not None
     b, steps = prefix.shape[0], layout.valid.shape[0]
-    x = torch.cat([prefix, null_prefix]) if guided else prefix
+    rows = [prefix, first_prefix, null_prefix] if two else [prefix, null_prefix] if guided else [prefix]
+    x = torch.cat(rows)
     device = x.device
     layout = TargetLayout(
         layout.head_index.to(device), layout.offsets.to(device), layout.valid.to(device), layout.codebook_size
@@ -94,7 +111,10 @@ def sample_steps(
     last = logits[:, -1:]
     for s in range(steps):
         step_logits = model.slot_logits(last, layout.head_index[s : s + 1], layout.codebook_size)[:, 0]  # [B', K, C]
-        if guided:
+        if two:
+            both, first, uncond = step_logits.chunk(3)
+            step_logits = guide_two(both, first, uncond, cfg_scale, second_cfg_scale)
+        elif guided:
             cond, uncond = step_logits.chunk(2)
             step_logits = guide(cond, uncond, cfg_scale)
         new = choose(step_logits, temperature, top_k, top_p, generator)
@@ -105,8 +125,8 @@ def sample_steps(
         if s == steps - 1:
             break
         ids = torch.where(layout.valid[s], new + layout.offsets[s], torch.full_like(new, EMPTY))[:, None]
-        if guided:
-            ids = torch.cat([ids, ids])
+        if len(rows) > 1:
+            ids = torch.cat([ids] * len(rows))
         if use_cache:
             logits, cache = model(ids, cache=cache)
         else:
