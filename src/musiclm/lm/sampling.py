@@ -65,9 +65,9 @@ def guide_two(both: Tensor, first: Tensor, uncond: Tensor, scale: float, second_
     """Compositional guidance for two conditions (InstructPix2Pix's form, eq. 3, with text as the first condition
     and the melody as the second): `uncond + scale * (first - uncond) + second_scale * (both - first)`.
 
-    Chosen over summing two independent "one condition vs. none" terms because it needs only the three rows
-    the stages train for (both, first alone, neither: a "melody alone" row would be a fourth forward), and because
-    it nests the single-scale form: `second_scale == scale` is `guide(both, uncond, scale)`, and `second_scale` 0
+    Chosen over summing two independent "one condition vs. none" terms because it needs three rows per sample
+    (both, first alone, neither) where that needs four (a "second alone" row too), and because it nests the
+    single-scale form: `second_scale == scale` is `guide(both, uncond, scale)`, and `second_scale` 0
     drops the second condition's contribution, leaving text-only guidance."""
     return uncond + scale * (first - uncond) + second_scale * (both - first)
 
