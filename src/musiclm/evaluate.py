@@ -20,6 +20,7 @@ from musiclm.artifacts import atomic_write_bytes, build_from_handoff, load_model
 from musiclm.audio import crop, load_audio, resample_batch
 from musiclm.data.shards import NoCaptionsError, is_captioned, iter_tar_samples, list_shards
 from musiclm.judge import default_judges
+from musiclm.judge.calibrate import order_margin
 from musiclm.judge.clap import ATTRIBUTE as CLAP
 from musiclm.judge.clap import ClapJudge, check_clap_folder, same_weights
 from musiclm.judge.prompts import kind_prompts, order_prompts
@@ -38,6 +39,7 @@ from musiclm.stages import LM_STAGES, STAGES
 from musiclm.story_eval import evaluate_continuation, evaluate_story
 
 TEST_CLIPS = 10_000  # the test clips eval reads at most: every one sets the judges' ceilings
+VAL_CLIPS = 256  # the val clips the order judge's margin is calibrated on (`judge.calibrate`)
 ORDER_CLIPS = 32  # temporal-order clips eval renders when the test split has none: the order judge's ceiling
 
 
@@ -65,12 +67,12 @@ def pick(metrics: dict[str, float], *names: str) -> float:
     raise KeyError(f"none of {names} in {sorted(metrics)}")
 
 
-def test_prompts(dataset_dir: Path, n: int) -> list[dict]:
-    """The first n captioned test clips (deterministic): caption, attributes and the real audio bytes. Uncaptioned
-    clips have no prompt to give, so they are passed over and counted."""
-    shards = [s for d in dataset_dirs(dataset_dir) for s in list_shards(d / "test")]
+def test_prompts(dataset_dir: Path, n: int, split: str = "test") -> list[dict]:
+    """The first n captioned clips of `split` (deterministic; test: the prompts): caption, attributes and the real
+    audio bytes. Uncaptioned clips have no prompt to give, so they are passed over and counted."""
+    shards = [s for d in dataset_dirs(dataset_dir) for s in list_shards(d / split)]
     if not shards:
-        raise FileNotFoundError(f"no test shards in {dataset_dir / 'test'}: build them with `make data`")
+        raise FileNotFoundError(f"no {split} shards in {dataset_dir / split}: build them with `make data`")
     out, uncaptioned = [], 0
     for shard in shards:
         for s in iter_tar_samples(shard):
@@ -83,7 +85,7 @@ def test_prompts(dataset_dir: Path, n: int) -> list[dict]:
                 break
         if len(out) == n:
             break
-    print(f"eval: {len(out)} captioned test clips as prompts ({uncaptioned} uncaptioned passed over)")
+    print(f"eval: {len(out)} captioned {split} clips ({uncaptioned} uncaptioned passed over)")
     if not out:
         raise NoCaptionsError(
             f"{dataset_dir / 'test'} has no captioned clip: eval prompts with test captions; ingest captions "
@@ -185,10 +187,20 @@ def rendered_order_prompts(clips: list[dict], count: int, sample_rate: int) -> l
         return []
 
 
+def calibrated_order_margin(tagger, val_clips: list[dict], sample_rate: int, length: int) -> float | None:
+    """The order judge's margin from the val clips cut like the test clips (None: too few with ground truth)."""
+    if not val_clips:
+        return None
+    attributes = [c["meta"].get("attributes") or {} for c in val_clips]
+    margin = order_margin(tagger, real_waves(val_clips, sample_rate, length, mode="center"), attributes, sample_rate)
+    print(f"judge.order: margin {margin} calibrated on {len(val_clips)} val clips")
+    return margin
+
+
 def evaluate_judges(
     run: str, lm: MusicLM, clips: list[dict], num_prompts: int, generated: torch.Tensor, num_kind_prompts: int,
     batch_size: int, cfg_scale: float, seed: int, out_dir: Path, order_clips: int = ORDER_CLIPS,
-    clap: ClapJudge | None = None,
+    clap: ClapJudge | None = None, val_clips: list[dict] | None = None,
 ) -> dict[str, float]:  # fmt: skip
     """The `judge.*` figures and reports/<RUN>/index.html. The first `num_prompts` test clips are the prompts
     `generated` was made for; negation / temporal-order prompts come from the other test clips (`kind_prompts`) and
@@ -198,10 +210,11 @@ def evaluate_judges(
     generations, shuffled prompts (floor), the real clips through the codec and the chain prompted with the real
     clips' MuLan audio tokens. Real clips are cut around their middle, so a change halfway through a clip is halfway
     through the cut too. `clap` (the user's CLAP) grades the test prompts (not the kind prompts), its ceiling on
-    every test clip against its caption."""
+    every test clip against its caption. `val_clips` (with ground truth) calibrate the order judge's margin
+    (`judge.calibrate.order_margin`); without them it keeps its default."""
     tagger = load_model(run, "judge")
-    judges = default_judges(tagger)
     sr, length = lm.sample_rate, generated.shape[-1]
+    judges = default_judges(tagger, calibrated_order_margin(tagger, val_clips or [], sr, length))
     seconds = length / sr
     rendered = rendered_order_prompts(clips, order_clips, sr)
     asked = rendered[: num_kind_prompts // 2]
@@ -306,8 +319,9 @@ def evaluate(run: str, dataset: str, num_prompts: int = 32, seconds: float | Non
         print(f"judge.{CLAP}: {clap_folder} is the run's own MuLan (the same CLAP weights) and a judge shares no "
               f"weights with the chain: no judge.{CLAP}.* keys (generation.mcc* is that figure); give another CLAP")
         clap = None
+    val = test_prompts(dataset_dir, VAL_CLIPS, split="val")
     report.update(evaluate_judges(run, lm, clips, num_prompts, generated, num_kind_prompts, batch_size, cfg_scale, seed,
-                                  plots, order_clips, clap))  # fmt: skip
+                                  plots, order_clips, clap, val))  # fmt: skip
     judges = default_judges(load_model(run, "judge"))
     report.update(evaluate_story(lm, clips, judges, seconds, num_stories, story_segments, batch_size, cfg_scale, seed))
     report.update(evaluate_continuation(lm, clips[:num_continuations], seconds, seconds / 2, batch_size, cfg_scale,

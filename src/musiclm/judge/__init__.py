@@ -22,10 +22,12 @@ from musiclm.judge.tempo import TempoJudge
 ATTRIBUTES = ("instrument_family", "drums", "tempo", "key_mode", "negation", "order")
 
 
-def default_judges(tagger: TaggerModule) -> list[Judge]:
-    """One judge per attribute, in ATTRIBUTES order."""
+def default_judges(tagger: TaggerModule, order_margin: float | None = None) -> list[Judge]:
+    """One judge per attribute, in ATTRIBUTES order; `order_margin` (calibrated on val) replaces the order judge's
+    default."""
+    order = OrderJudge(tagger) if order_margin is None else OrderJudge(tagger, order_margin)
     return [InstrumentFamilyJudge(tagger), DrumsJudge(tagger), TempoJudge(), KeyModeJudge(), NegationJudge(tagger),
-            OrderJudge(tagger)]  # fmt: skip
+            order]  # fmt: skip
 
 
 __all__ = [

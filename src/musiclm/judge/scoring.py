@@ -30,8 +30,6 @@ def describe(pred: Any) -> str:
         return f"{pred:.0f} BPM"
     if isinstance(pred, frozenset):
         return ", ".join(sorted(pred)) or "nothing"
-    if isinstance(pred, tuple):
-        return f"1st half: {describe(pred[0])} | 2nd half: {describe(pred[1])}"
     return str(pred)
 
 

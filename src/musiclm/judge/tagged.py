@@ -1,14 +1,18 @@
 """The judges that read the tagger (`musiclm train judge`): lead instrument family, drums, negation and order.
 
-Negation and order ask what *sounds*: a family sounds when the presence head says so or it is the predicted lead,
-drums when the drums head says so. Order is judged per segment: what enters halfway must be absent from the first
-half and present in the second.
+Negation asks what *sounds*: a family sounds when the presence head says so or it is the predicted lead, drums
+when the drums head says so. Order is judged per segment: what enters halfway must be more present (presence
+or drums probability) in the second half than in the first, by a margin eval calibrates on the val split
+(`calibrate.order_margin`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from musiclm.judge.calibrate import half_presence
 from musiclm.judge.labels import DRUMS
 from musiclm.judge.tagger import TaggerModule
 
@@ -81,19 +85,37 @@ class NegationJudge(TaggerJudge):
         return target not in pred
 
 
+@dataclass(frozen=True)
+class Halves:
+    """The order judge's verdict on one clip: each name's probability (families, "drums") per half."""
+
+    first: dict[str, float]
+    second: dict[str, float]
+
+    def __str__(self) -> str:
+        heard = (", ".join(n for n, p in h.items() if p > THRESHOLD) or "nothing" for h in (self.first, self.second))
+        return "1st half: {} | 2nd half: {}".format(*heard)
+
+
 class OrderJudge(TaggerJudge):
-    """Target: what enters halfway (`order.enters`); matches when it is not heard in the first half but is in the
-    second."""
+    """Target: what enters halfway (`order.enters`); matches when its probability in the second half exceeds the
+    first half's by more than `margin` (eval sets it from the val split; `DEFAULT_MARGIN` without one)."""
 
     attribute = "order"
+    DEFAULT_MARGIN = 0.1
+
+    def __init__(self, tagger: TaggerModule, margin: float = DEFAULT_MARGIN):
+        super().__init__(tagger)
+        self.margin = margin
 
     def target(self, attributes: dict) -> str | None:
         return (attributes.get("order") or {}).get("enters")
 
-    def predict(self, waves: torch.Tensor, sample_rate: int) -> list[tuple[frozenset[str], frozenset[str]]]:
-        half = waves.shape[-1] // 2
-        first, second = (sounding(self.tagger, w, sample_rate) for w in (waves[..., :half], waves[..., half:]))
-        return list(zip(first, second, strict=True))
+    def predict(self, waves: torch.Tensor, sample_rate: int) -> list[Halves]:
+        names = [*self.tagger.families, DRUMS]
+        first, second = half_presence(self.tagger, waves, sample_rate)
+        return [Halves(dict(zip(names, a.tolist(), strict=True)), dict(zip(names, b.tolist(), strict=True)))
+                for a, b in zip(first, second, strict=True)]  # fmt: skip
 
-    def matches(self, pred: tuple[frozenset[str], frozenset[str]], target: str) -> bool:
-        return target not in pred[0] and target in pred[1]
+    def matches(self, pred: Halves, target: str) -> bool:
+        return pred.second.get(target, 0.0) - pred.first.get(target, 0.0) > self.margin
