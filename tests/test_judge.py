@@ -243,14 +243,17 @@ def test_eval_section_writes_judge_keys_and_the_report(toy_run, tmp_path):
 
 def test_eval_renders_its_own_order_clips_when_the_test_split_has_none(toy_run, tmp_path):
     """The toy test split never changes halfway: eval renders order clips (the synthetic corpus's code, kind
-    "order"), grades the order judge's ceiling on all of them and prompts with half of the kind prompts."""
+    "order"), grades the order judge's ceiling on all of them (its margin calibrated on the val clips) and prompts
+    with half of the kind prompts."""
     from musiclm.evaluate import evaluate_judges, generate_waves, test_prompts
 
     shards, run = toy_run
-    lm, clips = ToyChain(), test_prompts(shards, 100)
+    lm, clips, val = ToyChain(), test_prompts(shards, 100), test_prompts(shards, 100, split="val")
     generated = generate_waves(lm, [c["caption"] for c in clips[:6]], 2.0, 4, 3.0, 0)
-    metrics = evaluate_judges(str(run), lm, clips, 6, generated, 4, 4, 3.0, 0, tmp_path / "report", order_clips=3)
+    metrics = evaluate_judges(str(run), lm, clips, 6, generated, 4, 4, 3.0, 0, tmp_path / "report", order_clips=3,
+                              val_clips=val)  # fmt: skip
     assert 0.0 <= metrics["judge.order.real"] <= 1.0 and "judge.negation.real" in metrics
+    assert 0.0 <= metrics["judge.order.margin"] < 1.0
     page = (tmp_path / "report" / "index.html").read_text()
     assert page.count("<audio") == 6 + 4 and page.count("halfway") >= 2  # 2 order prompts, 2 negation prompts
 

@@ -193,7 +193,8 @@ def calibrated_order_margin(tagger, val_clips: list[dict], sample_rate: int, len
         return None
     attributes = [c["meta"].get("attributes") or {} for c in val_clips]
     margin = order_margin(tagger, real_waves(val_clips, sample_rate, length, mode="center"), attributes, sample_rate)
-    print(f"judge.order: margin {margin} calibrated on {len(val_clips)} val clips")
+    if margin is not None:
+        print(f"judge.order: margin {margin:.2f} calibrated on {len(val_clips)} val clips")
     return margin
 
 
@@ -238,6 +239,8 @@ def evaluate_judges(
         {k: p["meta"]["attributes"][k] for k in ("negation", "order") if k in p["meta"]["attributes"]} for p in written
     ]
     metrics, verdicts = score(judges, sr, (ceiling_clips, ceiling_attrs), prompts, generated, conditions)
+    if "judge.order.real" in metrics:  # the rule's margin (calibrated on val), next to the ceiling it gives
+        metrics["judge.order.margin"] = float(next(j for j in judges if j.attribute == "order").margin)
     names = {j.attribute: j.name for j in judges}
     if clap is not None:
         n = len(prompts) - len(extra)
