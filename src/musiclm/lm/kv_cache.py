@@ -10,6 +10,9 @@ head) compute everything else, so the logits equal the uncached forward's (`test
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -126,3 +129,10 @@ def decode(net: nn.Module, ids: Tensor, cache: KVCache) -> Tensor:
         x = residual(out, x)
     cache.length += ids.shape[1]
     return net.to_logits(layers.final_norm(x))
+
+
+@functools.cache
+def compiled_decode() -> Callable[[nn.Module, Tensor, KVCache], Tensor]:
+    """`decode` under `torch.compile` (dynamic shapes: the cache grows every step). Not bit-exact with `decode`
+    (fused kernels round differently), so it is opt-in: `TokenLM.compile_decode = True`."""
+    return torch.compile(decode, dynamic=True)

@@ -32,9 +32,11 @@ class TokenLM(nn.Module):
 
     `kv_cache` picks the cache an eval-mode forward hands back: "preallocated" (`lm/kv_cache.py`, rotated keys in
     buffers that grow by doubling) or "x-transformers" (the library's own, which copies and re-rotates every key at
-    every step; the reference the other is measured against). Training-mode forwards always use the library's."""
+    every step; the reference the other is measured against). Training-mode forwards always use the library's.
+    `compile_decode` runs the preallocated cache's steps through `torch.compile` (`kv_cache.compiled_decode`)."""
 
     kv_cache: str = "preallocated"
+    compile_decode: bool = False
 
     def __init__(
         self,
@@ -75,7 +77,8 @@ class TokenLM(nn.Module):
         `cache_age` is x-transformers' count of new positions when a cache is given; its default, 1, keeps only the
         last of several new steps (at the first one's position) and adds only that step to the cache."""
         if isinstance(cache, KVCache):
-            return kv_cache.decode(self.net, ids, cache), cache
+            decode = kv_cache.compiled_decode() if self.compile_decode else kv_cache.decode
+            return decode(self.net, ids, cache), cache
         kw = {} if cache is None else {"input_not_include_cache": True, "cache_age": ids.shape[1]}
         logits, inter = self.net(ids, cache=cache, return_intermediates=True, **kw)
         if cache is None and self.preallocated_cache():
