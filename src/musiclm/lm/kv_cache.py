@@ -134,5 +134,8 @@ def decode(net: nn.Module, ids: Tensor, cache: KVCache) -> Tensor:
 @functools.cache
 def compiled_decode() -> Callable[[nn.Module, Tensor, KVCache], Tensor]:
     """`decode` under `torch.compile` (dynamic shapes: the cache grows every step). Not bit-exact with `decode`
-    (fused kernels round differently), so it is opt-in: `TokenLM.compile_decode = True`."""
+    (fused kernels round differently), so it is opt-in: `TokenLM.compile_decode = True`. Each model, batch size
+    of 1 against more, and cache growth compiles a variant: Dynamo's default of 8 per function would send a second
+    model back to eager silently, so the limit is raised to 64."""
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     return torch.compile(decode, dynamic=True)
