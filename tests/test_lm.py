@@ -226,25 +226,30 @@ def test_lm_sizes_come_from_the_token_manifest(tmp_path):
         train("semantic", str(tmp_path / "run2"), "demo", "cpu", [*args, f"--model.semantic_codebook_size={KS}"])
 
 
+@pytest.mark.parametrize("kv_cache", ["preallocated", "x-transformers"])
 @pytest.mark.parametrize("tokens_per_step", [1, 3])
-def test_multi_step_prefill_matches_uncached_forward(tokens_per_step):
+def test_multi_step_prefill_matches_uncached_forward(tokens_per_step, kv_cache):
     """A prompt prefilled through the KV cache in one call, then chunks, then single steps: every logit equals the
-    uncached forward's (x-transformers' `cache_age` once kept only the last of several new steps)."""
+    uncached forward's (x-transformers' `cache_age` once kept only the last of several new steps), with the
+    preallocated cache (which grows past its first 64 free positions here) and with x-transformers' own."""
+    from musiclm.lm.kv_cache import KVCache
     from musiclm.lm.model import TokenLM
 
     torch.manual_seed(0)
     net = TokenLM(40, [24] * tokens_per_step, dim=32, depth=2, heads=4, dropout=0.0).eval()
-    ids = torch.randint(3, 40, (2, 20, tokens_per_step))
+    net.kv_cache = kv_cache
+    ids = torch.randint(3, 40, (2, 90, tokens_per_step))
     with torch.no_grad():
         full, _ = net(ids)
         logits, cache = net(ids[:, :5])
+        assert isinstance(cache, KVCache) == (kv_cache == "preallocated")
         parts = [logits]
-        for a, b in ((5, 11), (11, 12), (12, 16), *((i, i + 1) for i in range(16, 20))):
+        for a, b in ((5, 11), (11, 12), (12, 16), *((i, i + 1) for i in range(16, 80)), (80, 90)):
             logits, cache = net(ids[:, a:b], cache=cache)
             assert logits.shape == (2, b - a, 24 * tokens_per_step)
             parts.append(logits)
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-4)
-    assert cache.cache_length == 20
+    assert cache.cache_length == 90
 
 
 def test_a_stage_samples_with_its_own_top_k_unless_given_one():

@@ -28,6 +28,7 @@ SECTIONS = {
     "tokenize": "musiclm.tokenize:bench",
     "pretrained": "musiclm.pretrained.bench:bench",
     "lm": "musiclm.lm.bench:bench",
+    "sampler": "musiclm.lm.sampler_bench:bench",
     "precision": "musiclm.precision_bench:bench",
     "generate": "musiclm.pipeline:bench",
 }

@@ -6,7 +6,7 @@ tests/test_compat.py, which names the pinned version) instead of somewhere deep 
 - Lightning: `LastCheckpoint` drives `ModelCheckpoint`'s private save steps; `TrainerHookCLI` wraps LightningCLI's
   private trainer construction; the strategies adjust private settings
   (DDP keyword arguments, FSDP2 mesh sizes); a module's trainer is read without raising when it has none.
-- x-transformers: `LayerIntermediates` is importable only from its private module path.
+- x-transformers: `LayerIntermediates` and `apply_rotary_pos_emb` are importable only from its private module path.
 - torch: composable activation checkpointing has no public import path.
 - webdataset: URL schemes it cannot open (s3, gcs through fsspec, ...) are added to its module-level `gopen_schemes`.
 """
@@ -27,12 +27,13 @@ from torch import nn
 from torch.distributed._composable import checkpoint as _composable_checkpoint
 from vector_quantize_pytorch import ResidualVQ
 from vector_quantize_pytorch.vector_quantize_pytorch import batched_sample_vectors, noop, sample_vectors_distributed
-from x_transformers.x_transformers import LayerIntermediates
+from x_transformers.x_transformers import LayerIntermediates, apply_rotary_pos_emb
 
 __all__ = [
     "LastCheckpoint",
     "LayerIntermediates",
     "TrainerHookCLI",
+    "apply_rotary_pos_emb",
     "attached_trainer",
     "checkpoint_module",
     "codebook_synced",

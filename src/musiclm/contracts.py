@@ -83,7 +83,8 @@ class TokenBackbone(Protocol):
 
     `forward(ids [B, N, K], cache=None) -> (logits [B, N, sum(head_sizes)], cache)`: without a cache the whole
     sequence; with one, `ids` holds only the steps after the cached ones, one or many (a prompt's prefill), and the
-    logits equal the uncached forward's. `block_types()` names the module classes
+    logits equal the uncached forward's. A cache may be updated in place (`TokenLM`'s is): pass each one on once,
+    never branch two continuations from it. `block_types()` names the module classes
     that FSDP shards and activation checkpointing recomputes one by one."""
 
     head_sizes: list[int]

@@ -8,6 +8,8 @@ from torch import Tensor, nn
 from x_transformers import Decoder, TransformerWrapper
 
 from musiclm.compat import LayerIntermediates
+from musiclm.lm import kv_cache
+from musiclm.lm.kv_cache import KVCache
 from musiclm.lm.patterns import PAD
 
 
@@ -26,7 +28,15 @@ class StepEmbedding(nn.Module):
 
 
 class TokenLM(nn.Module):
-    """ids `[B, N, K]` -> logits `[B, N, sum(head_sizes)]`, with an optional x-transformers KV cache."""
+    """ids `[B, N, K]` -> logits `[B, N, sum(head_sizes)]`, with a KV cache for sampling.
+
+    `kv_cache` picks the cache an eval-mode forward hands back: "preallocated" (`lm/kv_cache.py`, rotated keys in
+    buffers that grow by doubling) or "x-transformers" (the library's own, which copies and re-rotates every key at
+    every step; the reference the other is measured against). Training-mode forwards always use the library's.
+    `compile_decode` runs the preallocated cache's steps through `torch.compile` (`kv_cache.compiled_decode`)."""
+
+    kv_cache: str = "preallocated"
+    compile_decode: bool = False
 
     def __init__(
         self,
@@ -58,15 +68,30 @@ class TokenLM(nn.Module):
             ),
         )
 
-    def forward(self, ids: Tensor, cache: LayerIntermediates | None = None) -> tuple[Tensor, LayerIntermediates]:
+    def forward(
+        self, ids: Tensor, cache: LayerIntermediates | KVCache | None = None
+    ) -> tuple[Tensor, LayerIntermediates | KVCache]:
         """Without `cache`: the whole sequence. With it: `ids` holds only the new step(s) after the cached ones, any
-        number of them (a prompt prefilled in one call, then one step per call).
+        number of them (a prompt prefilled in one call, then one step per call). A `KVCache` is updated in place.
 
         `cache_age` is x-transformers' count of new positions when a cache is given; its default, 1, keeps only the
         last of several new steps (at the first one's position) and adds only that step to the cache."""
+        if isinstance(cache, KVCache):
+            decode = kv_cache.compiled_decode() if self.compile_decode else kv_cache.decode
+            return decode(self.net, ids, cache), cache
         kw = {} if cache is None else {"input_not_include_cache": True, "cache_age": ids.shape[1]}
         logits, inter = self.net(ids, cache=cache, return_intermediates=True, **kw)
+        if cache is None and self.preallocated_cache():
+            return logits, KVCache.from_intermediates(inter)
         return logits, inter
+
+    def preallocated_cache(self) -> bool:
+        """Whether an eval-mode forward hands back a `KVCache` (checked once: the decoder's layout is fixed)."""
+        if self.training or self.kv_cache != "preallocated":
+            return False
+        if not hasattr(self, "_cache_supported"):
+            self._cache_supported = kv_cache.supported(self.net)
+        return self._cache_supported
 
     def block_types(self) -> tuple[type[nn.Module], ...]:
         """x-transformers' attention and feed-forward blocks: the FSDP and activation-checkpointing unit."""
