@@ -8,8 +8,7 @@ from torch import Tensor, nn
 from x_transformers import Decoder, TransformerWrapper
 
 from musiclm.compat import LayerIntermediates
-from musiclm.lm import kv_cache
-from musiclm.lm.kv_cache import KVCache
+from musiclm.lm.kv_cache import KVCache, compiled_decode, decode, supported
 from musiclm.lm.patterns import PAD
 
 
@@ -77,8 +76,8 @@ class TokenLM(nn.Module):
         `cache_age` is x-transformers' count of new positions when a cache is given; its default, 1, keeps only the
         last of several new steps (at the first one's position) and adds only that step to the cache."""
         if isinstance(cache, KVCache):
-            decode = kv_cache.compiled_decode() if self.compile_decode else kv_cache.decode
-            return decode(self.net, ids, cache), cache
+            step = compiled_decode() if self.compile_decode else decode
+            return step(self.net, ids, cache), cache
         kw = {} if cache is None else {"input_not_include_cache": True, "cache_age": ids.shape[1]}
         logits, inter = self.net(ids, cache=cache, return_intermediates=True, **kw)
         if cache is None and self.preallocated_cache():
@@ -90,7 +89,7 @@ class TokenLM(nn.Module):
         if self.training or self.kv_cache != "preallocated":
             return False
         if not hasattr(self, "_cache_supported"):
-            self._cache_supported = kv_cache.supported(self.net)
+            self._cache_supported = supported(self.net)
         return self._cache_supported
 
     def block_types(self) -> tuple[type[nn.Module], ...]:
