@@ -159,6 +159,23 @@ def test_quantizer_round_trip_and_unfitted_error(tmp_path):
     assert m2.tokens_from_text(["a sine tone"]).shape == (1, 3)
 
 
+def test_quantizer_fit_is_reproducible_whatever_the_global_rng():
+    """Two fits on the same embeddings give the same codebooks and tokens, and leave torch's generator alone
+    (vector-quantize-pytorch's k-means draws from it: unseeded, two runs of one commit tokenized differently)."""
+    x = F.normalize(torch.randn(300, 16, generator=torch.Generator().manual_seed(1)), dim=-1)
+    fitted = []
+    for global_seed in (11, 12):
+        torch.manual_seed(global_seed)
+        m = tiny().eval()
+        before = torch.get_rng_state()
+        m.fit_quantizer(x, epochs=2)
+        assert torch.equal(torch.get_rng_state(), before)
+        fitted.append((m.tokens_from_embeddings(x), m.quantizer.state_dict()))
+    (tokens_a, state_a), (tokens_b, state_b) = fitted
+    assert torch.equal(tokens_a, tokens_b)
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+
+
 # ------------------------------------------------------------------------------------------------ end to end
 def test_tiny_fit_val_loss_falls_then_fit_quantizer_and_reload(tone_shards, tmp_path):
     warnings.filterwarnings("ignore", category=ResourceWarning)

@@ -46,10 +46,13 @@ def relative_error(rvq: ResidualVQ, x: torch.Tensor) -> float:
 def fit_residual_vq(rvq: ResidualVQ, x: torch.Tensor, epochs: int = 20, batch_size: int = 4096, seed: int = 0) -> float:
     """Fit the codebooks on embeddings x [N, D]: k-means on the first (largest possible) batch initialises each
     level on its residual, then EMA passes over shuffled batches refine them and revive dead codes.
-    Returns the relative quantization error."""
+    Returns the relative quantization error. The same x and seed give the same codebooks: vector-quantize-pytorch
+    draws its k-means seeds and revived codes from torch's global generator, so the fit seeds it (and restores it
+    afterwards); unseeded, two runs of one commit wrote different tokens from the same embeddings."""
     g = torch.Generator().manual_seed(seed)
     rvq.train()
-    with torch.no_grad():
+    with torch.random.fork_rng(devices=[x.device.index or 0] if x.is_cuda else []), torch.no_grad():
+        torch.manual_seed(seed)
         quantize(rvq, x[torch.randperm(len(x), generator=g)[: max(batch_size, rvq.codebook_size)]])  # k-means init
         for _ in range(epochs):
             for chunk in x[torch.randperm(len(x), generator=g)].split(batch_size):
