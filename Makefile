@@ -6,7 +6,8 @@ SHELL := /bin/bash
 .DELETE_ON_ERROR:
 .SUFFIXES:
 
-RUN ?= demo
+# a run is named after its profile unless told otherwise, so `make demo PROFILE=long` never mixes with the demo run
+RUN ?= $(PROFILE)
 PROFILE ?= demo
 DATASET ?= synth
 # several datasets train as one: DATASET=synth+mine; DATASET_WEIGHTS=1,3 samples them 1:3 (default: by clip count)

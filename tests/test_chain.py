@@ -96,6 +96,17 @@ def test_demo_generates_audio_with_spectrogram_and_metadata(chain: Path):
         assert wav.with_suffix(".png").stat().st_size > 1000
 
 
+def test_demo_records_what_it_cost(chain: Path):
+    """runs/<RUN>/logs/timing.json: what the compute curve reads (wall time of each step, CPU-hours, matmul rate)."""
+    timing = json.loads((chain / "runs" / RUN / "logs" / "timing.json").read_text())
+    assert timing["profile"] == "tiny"
+    steps = {"synthetic corpus", "MuLan", "codec", "tokenize", "acoustic LMs", "semantic LM", "eval"}
+    assert steps <= set(timing["steps_s"])
+    assert timing["wall_s"] >= max(timing["steps_s"].values()) > 0
+    assert timing["cpu_hours"] == pytest.approx(timing["wall_s"] * timing["cores"] / 3600, abs=1e-3)
+    assert timing["matmul_gflops"]["fp32"] > 0
+
+
 def test_eval_report_has_every_key_as_a_number(chain: Path):
     report = json.loads((chain / "reports" / RUN / "eval.json").read_text())
     missing = [k for k in EVAL_KEYS if k not in report]

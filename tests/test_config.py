@@ -26,7 +26,7 @@ def test_config_root_is_the_package_folder():
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
-@pytest.mark.parametrize("profile", ["paper", "demo", "tiny"])
+@pytest.mark.parametrize("profile", ["paper", "demo", "tiny", "long"])
 def test_every_stage_and_profile_gives_module_and_data_arguments(stage, profile):
     """What the benchmarks build from: every key is an init argument of the stage's module and data module."""
     model, data = stage_settings(stage, profile)
@@ -98,3 +98,29 @@ def test_wheel_ships_the_configs(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = {p.relative_to(repo / "src").as_posix() for p in (repo / "src/musiclm/configs").rglob("*") if p.is_file()}
     assert shipped and shipped <= names, sorted(shipped - names)
+
+
+def test_an_extending_profile_is_its_base_plus_its_own_changes(tmp_path, monkeypatch):
+    """`long` layers its own files over the demo's; a stage it leaves alone is exactly the demo's."""
+    import musiclm.config as config
+
+    write(tmp_path / "s.yaml", {"model": {"dim": 8, "lr": 1.0, "depth": 2}})
+    write(tmp_path / "t.yaml", {"model": {"dim": 8}})
+    write(tmp_path / "profile" / "base" / "s.yaml", {"model": {"dim": 4, "lr": 2.0}})
+    write(tmp_path / "profile" / "base" / "t.yaml", {"model": {"dim": 2}})
+    write(tmp_path / "profile" / "more" / "s.yaml", {"model": {"lr": 3.0}})
+    monkeypatch.setattr(config, "PROFILE_BASES", {"more": "base"})
+    assert stage_settings("s", "more", tmp_path)[0] == {"dim": 4, "lr": 3.0, "depth": 2}
+    assert stage_settings("t", "more", tmp_path)[0] == {"dim": 2}
+    write(tmp_path / "trainer" / "cpu.yaml", {"trainer": {"accelerator": "cpu"}})
+    assert [p.parent.name for p in config_layers("s", "more", "cpu", tmp_path)[2:]] == ["base", "more"]
+    assert [p.parent.name for p in config_layers("t", "more", "cpu", tmp_path)] == [tmp_path.name, "trainer", "base"]
+
+
+def test_long_profile_trains_longer_than_the_demo_and_judges_with_the_same_judge():
+    for stage in ("mulan", "codec", "semantic", "coarse", "fine"):
+        long_steps = yaml.safe_load((config_root() / "profile" / "long" / f"{stage}.yaml").read_text())
+        demo_steps = yaml.safe_load((config_root() / "profile" / "demo" / f"{stage}.yaml").read_text())
+        assert long_steps["trainer"]["max_steps"] > demo_steps["trainer"]["max_steps"], stage
+    assert stage_settings("judge", "long") == stage_settings("judge", "demo")
+    assert stage_settings("semantic_tokens", "long") == stage_settings("semantic_tokens", "demo")

@@ -1,6 +1,7 @@
 """Where the YAML configs live and how their layers combine, in one place for `musiclm train` and the benchmarks.
 
 Layers, later wins: configs/<stage>.yaml (paper scale) -> configs/trainer/<trainer>.yaml ->
+[the base profile's configs/profile/<base>/<stage>.yaml, for a profile in PROFILE_BASES ->]
 configs/profile/<profile>/<stage>.yaml -> any `--section.key=value` the user adds.
 """
 
@@ -25,11 +26,22 @@ def config_root() -> Path:
 CONFIG_ROOT = config_root()
 
 
+# A profile that extends another is that profile plus its own folder's changes, file by file: `long` is the demo
+# given more steps, so its folder holds only what it changes and a stage it leaves alone (the judge, the semantic
+# tokenizer) is the demo's, the same yardstick in both runs.
+PROFILE_BASES = {"long": "demo"}
+
+
 def _stage_layers(stage: str, profile: str, trainer: str | None, root: Path) -> list[Path]:
     layers = [root / f"{stage}.yaml"]
     if trainer is not None:
         layers.append(root / "trainer" / f"{trainer}.yaml")
-    if profile != "paper":
+    if profile in PROFILE_BASES:
+        layers.append(root / "profile" / PROFILE_BASES[profile] / f"{stage}.yaml")
+        own = root / "profile" / profile / f"{stage}.yaml"
+        if own.is_file() or not own.parent.is_dir():
+            layers.append(own)
+    elif profile != "paper":
         layers.append(root / "profile" / profile / f"{stage}.yaml")
     missing = [str(p) for p in layers if not p.is_file()]
     if missing:

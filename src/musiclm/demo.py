@@ -7,6 +7,7 @@ to runs/<RUN>/logs/<step>.log; on failure the log's tail is printed.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -55,16 +56,14 @@ def plan(run: str, dataset: str, profile: str, makefile: str, make_vars: list[st
     ]
 
 
-def choose_lm_precision(make_vars: list[str]) -> list[str]:
-    """`make_vars` with LM_PRECISION set: as given, else bf16-mixed where this CPU multiplies bf16 at least 1.5x
-    faster than fp32 (AVX512-BF16/AMX: 2-7x here), else 32-true (AVX2-only CPUs run bf16 ~100x slower). Measured,
-    never assumed: the same figure decides on every machine, so one machine always trains the same way."""
-    from musiclm.bench import matmul_gflops
-
+def choose_lm_precision(make_vars: list[str], fp32: float, bf16: float) -> list[str]:
+    """`make_vars` with LM_PRECISION set: as given, else bf16-mixed where this CPU multiplies bf16 (`bf16` GFLOP/s)
+    at least 1.5x faster than fp32 (AVX512-BF16/AMX: 2-7x here), else 32-true (AVX2-only CPUs run bf16 ~100x
+    slower). Measured, never assumed: the same figure decides on every machine, so one machine always trains the
+    same way."""
     given = [v for v in make_vars if v.startswith("LM_PRECISION=")]
     if given and given[-1] != "LM_PRECISION=":
         return make_vars
-    fp32, bf16 = matmul_gflops(torch.float32, seconds=0.5), matmul_gflops(torch.bfloat16, seconds=0.5)
     precision = "bf16-mixed" if bf16 >= 1.5 * fp32 else "32-true"
     print(f"matmul fp32 {fp32:.0f} GFLOP/s, bf16 {bf16:.0f} GFLOP/s: LM stages train in {precision}")
     return [v for v in make_vars if not v.startswith("LM_PRECISION=")] + [f"LM_PRECISION={precision}"]
@@ -83,6 +82,21 @@ def run_lane(lane: Lane, logs: Path, env: dict[str, str], report) -> tuple[str, 
     return None
 
 
+def write_timing(path: Path, profile: str, total: float, steps: dict[str, float], fp32: float, bf16: float) -> None:
+    """What the run cost, beside the CPU's speed (`musiclm compute-curve` reads it): wall time of the whole chain
+    and of each step, CPU-hours as wall time x the cores the chain keeps busy. Times add up over invocations, so a
+    run interrupted and resumed counts both parts (a step a re-run finds finished adds its ~1 s of make)."""
+    old = json.loads(path.read_text()) if path.is_file() else {"wall_s": 0.0, "steps_s": {}}
+    total += old["wall_s"]
+    steps = {k: round(old["steps_s"].get(k, 0.0) + v, 1) for k, v in steps.items()}
+    cores = os.cpu_count() or 1
+    record = {
+        "profile": profile, "wall_s": round(total, 1), "cores": cores, "cpu_hours": round(total * cores / 3600, 3),
+        "steps_s": steps, "matmul_gflops": {"fp32": round(fp32), "bf16": round(bf16)},
+    }  # fmt: skip
+    path.write_text(json.dumps(record, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="musiclm demo", description=__doc__)
     p.add_argument("--run", default="demo")
@@ -93,8 +107,12 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     logs = runs_dir() / a.run / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    phases = plan(a.run, a.dataset, a.profile, a.makefile, choose_lm_precision(a.make_vars))
+    from musiclm.bench import matmul_gflops
+
+    fp32, bf16 = matmul_gflops(torch.float32, seconds=0.5), matmul_gflops(torch.bfloat16, seconds=0.5)
+    phases = plan(a.run, a.dataset, a.profile, a.makefile, choose_lm_precision(a.make_vars, fp32, bf16))
     t_start = time.perf_counter()
+    steps: dict[str, float] = {}
     bar = tqdm(total=sum(len(lane) for phase in phases for lane in phase), desc="demo", unit="step",
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}]")  # fmt: skip
     lock = threading.Lock()
@@ -102,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     def report(name: str, seconds: float, log: Path) -> None:
         with lock:
             bar.write(f"  {name:<20} {seconds:7.1f} s  (log: {log})")
+            steps[name] = round(seconds, 1)
             bar.update()
 
     for phase in phases:
@@ -120,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(failures[0][1])
     bar.close()
     total = time.perf_counter() - t_start
+    write_timing(logs / "timing.json", a.profile, total, steps, fp32, bf16)
     print(
         f"\ndemo finished in {total / 60:.1f} min\n"
         f"  generated audio + spectrograms: {outputs_dir() / a.run}/\n"
