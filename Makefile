@@ -75,7 +75,7 @@ SEMANTIC_SOURCE = $(if $(SEMANTIC_FROM),--model.extractor=hf --model.source=$(SE
 LM_FLAGS = $(STAGE_FLAGS) $(if $(LM_PRECISION),--trainer.precision=$(LM_PRECISION)) $(WEIGHT_FLAGS) $(ARGS)
 
 .PHONY: install test lint demo data train-mulan train-codec fit-semantic tokenize train-semantic train-acoustic \
-        train-judge train-melody generate eval bench gpu-check tensorboard clean-run FORCE
+        train-judge train-melody generate eval bench gpu-check showcase tensorboard clean-run FORCE
 
 install: $(STAMP)
 
@@ -189,6 +189,12 @@ bench: $(STAMP)
 # ~30 steps of every stage at paper size on one GPU (8 min at most); ACCELERATOR=cpu runs the demo sizes on the CPU
 gpu-check: $(STAMP)
 	$(MUSICLM) gpu-check --accelerator $(or $(ACCELERATOR),gpu) --out reports/gpu-check.json $(ARGS)
+
+# runs of one chain at several budgets (each made by `make demo PROFILE=...`), cheapest first: quality against
+# CPU-hours and a few seconds of each run's audio, written to docs/ (README "Compute and quality")
+SHOWCASE_RUNS ?= tiny demo long
+showcase: | $(STAMP)
+	$(MUSICLM) showcase $(SHOWCASE_RUNS) --out docs --sample-runs $(filter-out tiny,$(SHOWCASE_RUNS))
 
 tensorboard: | $(STAMP)
 	$(VENV)/bin/tensorboard --logdir $(R) --bind_all

@@ -11,6 +11,7 @@
     musiclm bench                           speed/memory figures to reports/bench.json
     musiclm gpu-check [--accelerator cpu]   paper-size steps on one GPU -> reports/gpu-check.json
     musiclm export-safetensors --run R --stage S   a model.ckpt hand-off as model.safetensors
+    musiclm showcase RUN [RUN ...]          runs at several budgets: quality vs CPU-hours, audio samples -> docs/
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ COMMANDS: dict[str, str | dict[str, str]] = {
     "bench": "musiclm.bench:main",
     "gpu-check": "musiclm.gpu_check:main",
     "export-safetensors": "musiclm.artifacts:export_safetensors_main",
+    "showcase": "musiclm.showcase:main",
 }
 
 
