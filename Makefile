@@ -37,8 +37,9 @@ MELODY_PAIRS ?= 0
 # the melody embedding's training corpus: melody pairs (data synth --melody-pairs), MELODY_CLIPS melodies
 MELODY_DATASET ?= synth-melody
 MELODY_CLIPS ?= 300
-# 1: the semantic stage conditions on melody tokens too (needs train-melody; tokenize then writes them)
-MELODY_COND ?= 0
+# the LM stages that condition on melody tokens too: coarse, semantic or "semantic coarse" (needs train-melody;
+# tokenize then writes them). coarse is where a melody can steer: the demo's semantic tokens barely keep notes
+MELODY_COND ?=
 WORKERS ?= 2
 
 # ROOT lets the chain run in another directory: make -f /path/to/Makefile -C /scratch demo
@@ -135,18 +136,18 @@ $(R)/semantic_tokens/model.ckpt: $(R)/mulan/model.ckpt $(ROOT)/configs/semantic_
 
 tokenize: $(TOKENS)/train/manifest.json
 # tokenize adds melody tokens where the run has a melody model (make train-melody), so they depend on it then
-MELODY_CKPT = $(if $(filter 1,$(MELODY_COND)),$(R)/melody/model.ckpt,$(wildcard $(R)/melody/model.ckpt))
+MELODY_CKPT = $(if $(MELODY_COND),$(R)/melody/model.ckpt,$(wildcard $(R)/melody/model.ckpt))
+MELODY_FLAG = $(if $(filter $(1),$(MELODY_COND)),--model.melody_conditioning=true)
 $(TOKENS)/train/manifest.json: $(R)/mulan/model.ckpt $(R)/codec/model.ckpt $(R)/semantic_tokens/model.ckpt $(MELODY_CKPT) | $(STAMP)
 	$(MUSICLM) tokenize --run $(RUN) --dataset $(DATASET) --workers $(WORKERS)
 
 train-semantic: $(R)/semantic/model.ckpt
 $(R)/semantic/model.ckpt: $(TOKENS)/train/manifest.json $(ROOT)/configs/semantic.yaml | $(STAMP)
-	$(MUSICLM) train semantic $(LM_FLAGS) --data.data_dir=$(TOKENS) --data.run=$(RUN) \
-	  $(if $(filter 1,$(MELODY_COND)),--model.melody_conditioning=true)
+	$(MUSICLM) train semantic $(LM_FLAGS) --data.data_dir=$(TOKENS) --data.run=$(RUN) $(call MELODY_FLAG,semantic)
 
 train-acoustic: $(R)/coarse/model.ckpt $(R)/fine/model.ckpt
 $(R)/coarse/model.ckpt: $(TOKENS)/train/manifest.json $(ROOT)/configs/coarse.yaml | $(STAMP)
-	$(MUSICLM) train coarse $(LM_FLAGS) --data.data_dir=$(TOKENS) --data.run=$(RUN)
+	$(MUSICLM) train coarse $(LM_FLAGS) --data.data_dir=$(TOKENS) --data.run=$(RUN) $(call MELODY_FLAG,coarse)
 $(R)/fine/model.ckpt: $(TOKENS)/train/manifest.json $(ROOT)/configs/fine.yaml | $(STAMP)
 	$(MUSICLM) train fine $(LM_FLAGS) --data.data_dir=$(TOKENS) --data.run=$(RUN)
 
@@ -155,10 +156,17 @@ train-judge: $(R)/judge/model.ckpt
 $(R)/judge/model.ckpt: $(SHARD_MANIFESTS) $(ROOT)/configs/judge.yaml | $(STAMP)
 	$(MUSICLM) train judge $(TRAIN_FLAGS) --data.data_dir=$(SHARDS)
 
-# the melody embedding (melody tokens): trained on melody pairs, its residual VQ fitted at the end of training
+# the melody tokens' producer. MELODY_TOKENS=learned: the melody embedding trained on melody pairs, its residual VQ
+# fitted at the end of training (MusicLM's; a column per 3 s). pitch: each frame's strongest pitch class, 12.5 a
+# second, nothing to train (melody/pitch.py). Either way the melody pairs' test split is what eval's melody.* reads.
+MELODY_TOKENS ?= learned
 train-melody: $(R)/melody/model.ckpt
 $(R)/melody/model.ckpt: data/shards/$(MELODY_DATASET)/train/manifest.json $(ROOT)/configs/melody.yaml | $(STAMP)
+ifeq ($(MELODY_TOKENS),pitch)
+	$(MUSICLM) melody pitch-classes --run $(RUN)
+else
 	$(MUSICLM) train melody $(TRAIN_FLAGS) --data.data_dir=data/shards/$(MELODY_DATASET)
+endif
 
 # ---- use --------------------------------------------------------------------------------------------
 STAGE_CKPTS := $(foreach s,mulan codec semantic_tokens semantic coarse fine,$(R)/$(s)/model.ckpt)

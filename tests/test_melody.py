@@ -3,6 +3,7 @@ and melody tokens as a token producer (shapes, ranges, determinism)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -79,3 +80,20 @@ def test_chroma_similarity_tells_a_melody_from_others():
     assert fig["melody.p"] < 0.01 and fig["melody.num_melodies"] == 6
     shuffled = chroma_figures(s[:, [1, 2, 3, 4, 5, 0]], permutations=500)
     assert shuffled["melody.p"] > 0.5
+
+
+def test_pitch_class_tokens_spell_a_hummed_line_and_travel_as_a_handoff(tmp_path):
+    """C4, E4, G4 then silence, sung at any octave in range, read as pitch classes 0, 4, 7 and no pitch."""
+    from musiclm.artifacts import load_model
+    from musiclm.melody.pitch import NO_PITCH, main
+
+    sr, rate = 16_000, 12.5
+    t = np.arange(sr) / sr
+    notes = [np.sin(2 * np.pi * 440 * 2 ** ((m - 69) / 12) * t) for m in (60, 76, 67)]  # E in another octave
+    wave = torch.from_numpy(np.concatenate([*notes, np.zeros(sr)]).astype(np.float32))[None]
+    main(["--run", str(tmp_path / "run"), "--frame-rate", str(rate), "--sample-rate", str(sr)])
+    m = load_model(tmp_path / "run", "melody")
+    ids = m.tokenize(wave)
+    assert ids.shape == (1, 1, round(4 * rate) + 1) and (m.num_levels, m.codebook_size, m.frame_rate) == (1, 13, rate)
+    middle = [int(ids[0, 0, round((k + 0.5) * rate)]) for k in range(4)]  # the middle of each second
+    assert middle == [0, 4, 7, NO_PITCH]

@@ -1,6 +1,6 @@
 """Melody conditioning through the whole chain at the tiny profile: `make train-melody`, then the chain with
-MELODY_COND=1 (tokenize writes melody tokens, the semantic stage reads them), `MusicLM.generate(melody=...)` with
-audio at another rate, `make generate MELODY=file.wav`, and eval's melody.* figures."""
+MELODY_COND="semantic coarse" (tokenize writes melody tokens, both stages read them), `MusicLM.generate(melody=...)`
+with audio at another rate, `make generate MELODY=file.wav`, and eval's melody.* figures."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def make(workdir: Path, *args: str) -> None:
 def chain(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("melody-chain")
     make(workdir, "train-melody")
-    make(workdir, "train-semantic", "train-acoustic", "MELODY_COND=1")
+    make(workdir, "train-semantic", "train-acoustic", "MELODY_COND=semantic coarse")
     return workdir
 
 
@@ -47,7 +47,7 @@ def test_generate_follows_a_melody_at_any_rate(chain: Path, monkeypatch):
 
     monkeypatch.chdir(chain)
     lm = MusicLM.from_run(chain / "runs" / RUN)
-    assert lm.melody is not None and lm.semantic.hparams.melody_conditioning
+    assert lm.melody is not None and lm.melody_stages == ("semantic", "coarse")
     out = lm.generate(["a calm piano line", "a fast rock song"], seconds=2, melody=hum(44_100),
                       melody_sample_rate=44_100, progress=False)  # fmt: skip
     assert out.waves.shape[0] == 2 and out.tokens["melody"].shape[:2] == (2, lm.melody.num_levels)
@@ -58,7 +58,7 @@ def test_generate_follows_a_melody_at_any_rate(chain: Path, monkeypatch):
 
 def test_make_generate_with_a_melody_file(chain: Path):
     sf.write(chain / "hum.wav", hum(22_050), 22_050)
-    make(chain, "generate", "TEXT=a gentle lullaby", "SECONDS=2", f"MELODY={chain / 'hum.wav'}", "MELODY_COND=1")
+    make(chain, "generate", "TEXT=a gentle lullaby", "SECONDS=2", f"MELODY={chain / 'hum.wav'}")
     info = json.loads(next((chain / "outputs" / RUN).glob("*.json")).read_text())
     assert info["settings"]["melody"] is True
 

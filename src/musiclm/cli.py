@@ -4,6 +4,7 @@
     musiclm data synth|ingest|check ...     build and validate audio shards
     musiclm train STAGE [--run R] [--profile demo] [--trainer cpu] [Lightning CLI overrides]
     musiclm mulan fit-quantizer --run R     fit the MuLan-token residual VQ
+    musiclm melody pitch-classes --run R    pitch-class melody tokens as the run's melody model (nothing to train)
     musiclm import codec|mulan --from DIR --run R   a pretrained model from a local folder as the stage's hand-off
     musiclm tokenize --run R ...            audio shards -> token shards
     musiclm generate --run R --text ...     text -> music
@@ -30,6 +31,7 @@ COMMANDS: dict[str, str | dict[str, str]] = {
     },
     "train": "musiclm.train:main",
     "mulan": {"fit-quantizer": "musiclm.mulan.fit_quantizer:main"},
+    "melody": {"pitch-classes": "musiclm.melody.pitch:main"},
     "import": {"codec": "musiclm.pretrained.importer:codec_main", "mulan": "musiclm.pretrained.importer:mulan_main"},
     "tokenize": "musiclm.tokenize:main",
     "generate": "musiclm.pipeline:main",

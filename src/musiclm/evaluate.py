@@ -26,6 +26,7 @@ from musiclm.judge.clap import ClapJudge, check_clap_folder, same_weights
 from musiclm.judge.prompts import kind_prompts, order_prompts
 from musiclm.judge.scoring import score
 from musiclm.log import save_wave_spectrogram_png
+from musiclm.melody.evaluate import chroma_figures, similarity_matrix
 from musiclm.metrics.fad import FrechetAudioDistance, logmel_stats_embedding
 from musiclm.metrics.mcc import MuLanCycleConsistency
 from musiclm.metrics.spectral import SpectralFlatness
@@ -270,6 +271,13 @@ def evaluate_oracles(run: str, lm: MusicLM, prompts: list[dict], seconds: float,
         figures = evaluate_generation(lm, use, waves, batch_size, None)
         for k in ("mcc_margin", "fad_mulan", "fad_logmel", "spectral_flatness", "adherence_tempo"):
             report[f"oracle.{name}.{k}"] = figures[k]
+        # Does the stage keep the clip's notes? Its output's chroma against the clip it took the real tokens from
+        # (both from its start), beside other clips': which tokens can carry a melody (melody conditioning's question)
+        sr = lm.sample_rate
+        real = real_waves(use, sr, waves.shape[-1])
+        chroma = chroma_figures(similarity_matrix(list(real.numpy()), sr, list(waves.numpy()), sr))
+        report[f"oracle.{name}.chroma_similarity"] = chroma["melody.chroma_similarity"]
+        report[f"oracle.{name}.chroma_similarity_chance"] = chroma["melody.chroma_similarity_chance"]
     return report
 
 

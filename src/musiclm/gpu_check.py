@@ -33,7 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from musiclm.artifacts import atomic_write_bytes
 from musiclm.bench import matmul_gflops, peak_rss_mb
 from musiclm.config import build_stage
-from musiclm.lm.module import seconds_to_frames
+from musiclm.lm.hparams import seconds_to_frames
 from musiclm.paths import reports_dir
 
 CHECKED = ("mulan", "codec", "semantic", "coarse", "fine")

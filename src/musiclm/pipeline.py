@@ -22,7 +22,7 @@ from tqdm import tqdm
 from musiclm.artifacts import atomic_write_bytes, load_model, model_path, run_dir
 from musiclm.audio import AudioError, load_audio, resample_batch, save_audio
 from musiclm.continuation import prompt_tokens
-from musiclm.lm.module import check_melody_guidance
+from musiclm.lm.melody_condition import check_melody_guidance
 from musiclm.log import save_wave_spectrogram_png
 from musiclm.paths import outputs_dir
 from musiclm.stages import LM_STAGES
@@ -68,13 +68,18 @@ class MusicLM:
         if self.melody is None:
             raise ValueError("this run has no melody model: train one with `make train-melody RUN=...` "
                              "(README, Melody conditioning)")  # fmt: skip
-        if not self.semantic.hparams.get("melody_conditioning"):
-            raise ValueError("this run's semantic stage was trained without melody tokens: retrain it with "
-                             "ARGS=--model.melody_conditioning=true (README, Melody conditioning)")  # fmt: skip
+        if not self.melody_stages:
+            raise ValueError("this run's semantic and coarse stages were trained without melody tokens: retrain "
+                             "one with MELODY_COND=coarse (README, Melody conditioning)")  # fmt: skip
         wave = torch.as_tensor(wave, dtype=torch.float32)
         wave = wave[None] if wave.ndim == 1 else wave
         wave = resample_batch(wave, sample_rate, self.melody.sample_rate).to(self.device)
         return self.melody.tokenize(wave).expand(batch, -1, -1) if len(wave) == 1 else self.melody.tokenize(wave)
+
+    @property
+    def melody_stages(self) -> tuple[str, ...]:
+        """The LM stages trained with melody tokens (the ones `generate(melody=)` gives them to)."""
+        return tuple(name for name in ("semantic", "coarse") if getattr(self, name).melody_conditioned)
 
     @property
     def semantic_tokenizer(self):
@@ -115,9 +120,9 @@ class MusicLM:
         instead of the texts' (a real clip's audio tokens: the chain without MuLan's text side).
         `melody` (one wave `[T]` for every prompt or `[B, T]`, at `melody_sample_rate`, the codec's by default): a
         hummed, whistled or played melody the music follows (a run with a melody model and a melody-conditioned
-        semantic stage). `melody_cfg_scale` guides the melody separately from the text (`cfg_scale`) in the
-        semantic stage: uncond + cfg_scale * (text - uncond) + melody_cfg_scale * (text & melody - text); None
-        (default) guides both with `cfg_scale` at once, as a single condition.
+        semantic or coarse stage, or both). `melody_cfg_scale` guides the melody separately from the text
+        (`cfg_scale`) in each such stage: uncond + cfg_scale * (text - uncond) + melody_cfg_scale * (text & melody -
+        text); None (default) guides both with `cfg_scale` at once, as a single condition.
 
         `prompt_audio` ([T] or [B, T] at `prompt_sample_rate`, default the codec's) is continued: its semantic and
         acoustic tokens start every stage's output, and `seconds` counts them. `story` `[(seconds, prompt), ...]`
@@ -127,8 +132,7 @@ class MusicLM:
             raise ValueError("give texts (or mulan_tokens) or a story, not both")
         if story is None and not texts and mulan_tokens is None:
             raise ValueError("nothing to condition on: give texts, mulan_tokens or a story")
-        check_melody_guidance(melody_cfg_scale, cfg_scale, melody is not None,
-                              bool(self.semantic.hparams.get("melody_conditioning")))  # fmt: skip
+        check_melody_guidance(melody_cfg_scale, cfg_scale, melody is not None, bool(self.melody_stages))
         temps = temperature if isinstance(temperature, dict) else dict.fromkeys(LM_STAGES, temperature)
         sampling = dict(top_k=top_k, top_p=top_p)
         timings: dict[str, float] = {}
@@ -174,14 +178,18 @@ class MusicLM:
             t0 = time.perf_counter()
             melody_ids = self.melody_tokens(melody, melody_sample_rate or self.sample_rate, rows)
             timings["melody"] = round(time.perf_counter() - t0, 3)
-        with_melody = {"melody": melody_ids, "melody_cfg_scale": melody_cfg_scale} if melody_ids is not None else {}
+        given_melody = {"melody": melody_ids, "melody_cfg_scale": melody_cfg_scale} if melody_ids is not None else {}
+
+        def with_melody(stage: str) -> dict:
+            return given_melody if stage in self.melody_stages else {}
 
         def semantic_stage() -> torch.Tensor:
             out = prompt["semantic"]
             for i, (end, cond) in enumerate(segments):  # each segment continues the tokens made so far
                 if out is None or out.shape[-1] < end:
                     out = self.semantic.generate(cond, end, temperature=temps.get("semantic"), cfg_scale=cfg_scale,
-                                                 seed=seed + i, prompt=out, **sampling, **with_melody)  # fmt: skip
+                                                 seed=seed + i, prompt=out, **sampling,
+                                                 **with_melody("semantic"))  # fmt: skip
             return out
 
         def coarse_stage() -> torch.Tensor:
@@ -189,7 +197,8 @@ class MusicLM:
             for i, (end, cond) in enumerate(segments):
                 if out is None or out.shape[-1] < round(end * self.coarse.ratio):
                     out = self.coarse.generate(cond, semantic[:, :end], temperature=temps.get("coarse"),
-                                               cfg_scale=cfg_scale, seed=seed + i, prompt=out, **sampling)  # fmt: skip
+                                               cfg_scale=cfg_scale, seed=seed + i, prompt=out, **sampling,
+                                               **with_melody("coarse"))  # fmt: skip
             return out
 
         semantic = step("semantic", semantic_stage)
@@ -291,7 +300,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--melody", type=Path, default=None,
                    help="an audio file (any format soundfile reads, any rate) whose melody the music follows: a "
-                   "run with a melody model and a melody-conditioned semantic stage (README, Melody conditioning)")
+                   "run with a melody model and a melody-conditioned semantic or coarse stage (README, Melody "
+                   "conditioning)")
     p.add_argument("--melody-cfg-scale", type=float, default=None,
                    help="guide the melody separately from the text (needs --melody): uncond + cfg * (text - uncond) "
                    "+ melody_cfg * (text & melody - text); default: --cfg-scale guides both as one condition")

@@ -27,26 +27,13 @@ from torch import Tensor
 
 from musiclm.distributed import configure_sharding
 from musiclm.lm.backbones import build_backbone
+from musiclm.lm.hparams import require, seconds_to_frames
 from musiclm.lm.listen import LISTEN_CFG, keep_examples, load_listeners, log_listening
+from musiclm.lm.melody_condition import MelodyConditioned
 from musiclm.lm.patterns import EMPTY, FlattenPattern, Pattern, Vocab, as_steps, make_pattern
 from musiclm.lm.sampling import TargetLayout, sample_steps, slide
 from musiclm.log import log_skipped
 from musiclm.optim import warmup_cosine
-
-
-def seconds_to_frames(seconds: float, rate: float) -> int:
-    return max(1, round(seconds * rate))
-
-
-def require(hparams: Any, names: tuple[str, ...], stage: str) -> None:
-    """Upstream sizes have no defaults: say where they come from instead of building a wrongly sized model."""
-    missing = [n for n in names if hparams.get(n) is None]
-    if missing:
-        raise ValueError(
-            f"{stage} needs {', '.join(missing)}: `musiclm train` reads them from the token manifest (run `make "
-            f"tokenize` first); pass them when building the module by hand"
-        )
-
 
 # hyperparameters renamed since older hand-offs were written
 RENAMED = {"codec_codebook_size": "acoustic_codebook_size", "codec_levels": "acoustic_levels"}
@@ -326,28 +313,9 @@ class TokenStage(L.LightningModule):
         )
 
 
-def check_melody_guidance(melody_cfg_scale: float | None, cfg_scale: float | None, has_melody: bool,
-                          conditioned: bool) -> None:
-    """A melody guidance scale needs a melody-conditioned stage, a melody and the text scale it is composed with."""
-    if melody_cfg_scale is None:
-        return
-    if not conditioned:
-        raise ValueError("melody_cfg_scale needs a semantic stage trained with melody tokens: retrain it with "
-                         "model.melody_conditioning: true (README, Melody conditioning)")  # fmt: skip
-    if not has_melody:
-        raise ValueError("melody_cfg_scale guides a melody: give one (melody=..., --melody, MELODY=)")
-    if cfg_scale is None:
-        raise ValueError("melody_cfg_scale is composed with the text's cfg_scale: give cfg_scale too")
-
-
-class SemanticStage(TokenStage):
-    """p(semantic tokens | MuLan tokens) or, with `melody_conditioning`, p(semantic | MuLan, melody tokens).
-
-    Melody tokens (`musiclm.melody`, one column of `melody_levels` ids per 4-s window at `melody_rate`) follow the
-    MuLan tokens in the prefix, time-major, `round(window_seconds * melody_rate)` windows from the one nearest the
-    window's start (missing windows, e.g. past a clip's end, are the melody null). They are replaced by their own
-    null condition with probability `melody_dropout`, independently of MuLan's `cond_dropout`, so either condition
-    can be left out at inference."""
+class SemanticStage(MelodyConditioned, TokenStage):
+    """p(semantic tokens | MuLan tokens) or, with `melody_conditioning`, p(semantic | MuLan, melody tokens): the
+    melody columns follow the MuLan tokens (`melody_condition.MelodyConditioned`)."""
 
     target = "semantic"
     window_rate = "semantic_rate"
@@ -394,63 +362,14 @@ class SemanticStage(TokenStage):
             "null": (mulan_levels, 1),
             "semantic": (1, semantic_codebook_size),
         }
-        if melody_conditioning:  # after the others: a stage without melody keeps its vocabulary
-            require(self.hparams, ("melody_levels", "melody_codebook_size", "melody_rate"), "SemanticStage with melody")
-            streams |= {"melody": (melody_levels, melody_codebook_size), "melody_null": (melody_levels, 1)}
-        self._setup(streams, FlattenPattern(1), semantic_codebook_size)
-
-    @property
-    def melody_windows(self) -> int:
-        """Melody columns in the prefix: the windows a training window spans."""
-        return seconds_to_frames(self.hparams.window_seconds, self.hparams.melody_rate)
-
-    def melody_offset(self, semantic_start: int) -> int:
-        """The melody column nearest semantic frame `semantic_start`."""
-        return round(semantic_start / self.hparams.semantic_rate * self.hparams.melody_rate)
-
-    def melody_ids(self, melody: Tensor | None, batch_size: int, start: int = 0) -> Tensor:
-        """Melody tokens `[B, Q, T]` (or None: no melody) -> `[B, melody_windows * Q]` prefix ids, time-major, from
-        column `start`; columns past the end (or negative ids) become the melody null."""
-        n, q = self.melody_windows, self.hparams.melody_levels
-        codes = torch.full((batch_size, q, n), -1, dtype=torch.long, device=self.device)
-        if melody is not None:
-            part = melody[..., start : start + n].long().to(self.device)
-            codes[..., : part.shape[-1]] = part
-        level = torch.arange(q, device=self.device)[:, None].expand(q, n)
-        ids = torch.where(codes >= 0, self.vocab.encode("melody", codes.clamp(min=0), level),
-                          self.vocab.encode("melody_null", torch.zeros_like(codes), level))  # fmt: skip
-        return ids.transpose(1, 2).flatten(1)
-
-    def drop_condition(self, prefix: Tensor, droppable: Tensor) -> Tensor:
-        """MuLan's dropout (`cond_dropout`), then the melody's own (`melody_dropout`) on the prefix's tail."""
-        prefix = super().drop_condition(prefix, droppable)
-        p = self.hparams.melody_dropout
-        if not self.hparams.melody_conditioning or not self.training or p <= 0:
-            return prefix
-        null = prefix.clone()
-        null[:, prefix.shape[1] - self.melody_windows * self.hparams.melody_levels :] = self.melody_ids(
-            None, 1
-        )
-        drop = torch.rand(prefix.shape[0], 1, device=prefix.device) < p
-        return torch.where(drop, null, prefix)
+        self._setup(streams | self.melody_streams(), FlattenPattern(1), semantic_codebook_size)
 
     def mulan_ids(self, mulan: Tensor) -> Tensor:
         return self.vocab.encode("mulan", mulan.long(), torch.arange(mulan.shape[-1], device=mulan.device))
 
     def prefix(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
         ids = self.mulan_ids(batch["mulan"])
-        droppable = torch.ones(ids.shape[1], dtype=torch.bool, device=ids.device)
-        if not self.hparams.melody_conditioning:
-            return ids, droppable
-        if "melody" not in batch:
-            raise ValueError("melody_conditioning needs melody tokens: train the melody model (make train-melody) "
-                             "and re-tokenize (make tokenize), or set model.melody_conditioning: false")  # fmt: skip
-        melody = batch["melody"]
-        if "melody_mask" in batch:  # padded columns (a shorter clip in the batch) are no melody
-            melody = melody.masked_fill(~batch["melody_mask"][:, None], -1)
-        mel = self.melody_ids(melody, ids.shape[0], batch.get("melody_start", 0))
-        keep = torch.zeros(mel.shape[1], dtype=torch.bool, device=ids.device)  # dropped by drop_condition's own draw
-        return torch.cat([ids, mel], dim=1), torch.cat([droppable, keep])
+        return self.with_melody(batch, ids, torch.ones(ids.shape[1], dtype=torch.bool, device=ids.device))
 
     def target_codes(self, batch: dict[str, Any]) -> Tensor:
         return batch["semantic"].long()[:, None]
@@ -464,7 +383,7 @@ class SemanticStage(TokenStage):
             return batch
         start = int(torch.randint(0, frames - w + 1, ())) if self.training else 0
         out = window(batch, {"semantic": (start, w)})
-        if self.hparams.melody_conditioning:
+        if self.melody_conditioned:
             out["melody_start"] = self.melody_offset(start)
         return out
 
@@ -494,10 +413,7 @@ class SemanticStage(TokenStage):
         melody together). `melody_cfg_scale` guides the melody separately (`sampling.guide_two`): logits =
         uncond + cfg_scale * (text - uncond) + melody_cfg_scale * (text & melody - text), three rows per sample in
         one cached forward; equal scales are the one-scale form, 0 ignores the melody."""
-        if melody is not None and not self.hparams.melody_conditioning:
-            raise ValueError("this semantic stage was trained without melody tokens: retrain it with "
-                             "model.melody_conditioning: true (README, Melody conditioning)")  # fmt: skip
-        check_melody_guidance(melody_cfg_scale, cfg_scale, melody is not None, self.hparams.melody_conditioning)
+        self.check_melody(melody, melody_cfg_scale, cfg_scale)
         kw = self.sampling_kwargs(temperature, top_k, top_p, cfg_scale, seed, use_cache)
         mulan_tokens = mulan_tokens.to(self.device)
         cond = self.mulan_ids(mulan_tokens)
@@ -506,16 +422,8 @@ class SemanticStage(TokenStage):
         context = window // 2 if context is None else context
 
         def gen(start: int, frames: int, prev: Tensor | None) -> Tensor:
-            if not self.hparams.melody_conditioning:
-                return self.sample_window(cond, null, frames, prev, **kw)
-            b = cond.shape[0]
-            mel, no_mel = self.melody_ids(melody, b, self.melody_offset(start)), self.melody_ids(None, b)
-            null_mel = None if null is None else torch.cat([null, no_mel], dim=1)
-            if melody_cfg_scale is None:
-                return self.sample_window(torch.cat([cond, mel], dim=1), null_mel, frames, prev, **kw)
-            return self.sample_window(torch.cat([cond, mel], dim=1), null_mel, frames, prev,
-                                      first_prefix=torch.cat([cond, no_mel], dim=1),
-                                      second_cfg_scale=melody_cfg_scale, **kw)  # fmt: skip
+            prefix, null_prefix, extra = self.melody_prefixes(cond, null, melody, start, melody_cfg_scale)
+            return self.sample_window(prefix, null_prefix, frames, prev, **extra, **kw)
 
         initial = None if prompt is None else prompt.to(self.device).long()[:, None]
         return slide(num_tokens, window, min(context, window - 1), gen, initial)[:, 0]
@@ -529,8 +437,10 @@ class SemanticStage(TokenStage):
         return same_length(models["fine"].generate(coarse, seed=0), batch["acoustic"].long())
 
 
-class CoarseStage(TokenStage):
-    """p(coarse codec levels | MuLan tokens, semantic tokens)."""
+class CoarseStage(MelodyConditioned, TokenStage):
+    """p(coarse codec levels | MuLan tokens, semantic tokens) or, with `melody_conditioning`, p(coarse | MuLan,
+    semantic, melody tokens): the melody columns follow the semantic tokens (`melody_condition.MelodyConditioned`).
+    Codec codes keep a clip's notes where the demo's semantic tokens do not, so this is where a melody can steer."""
 
     target = "coarse"
     window_rate = "acoustic_rate"
@@ -560,6 +470,11 @@ class CoarseStage(TokenStage):
         top_k: int | None = None,
         activation_checkpointing: bool = False,
         compile: bool = False,
+        melody_conditioning: bool = False,
+        melody_levels: int | None = None,
+        melody_codebook_size: int | None = None,
+        melody_rate: float | None = None,
+        melody_dropout: float = 0.1,
         listen_examples: int = 2,
         listen_seconds: float = 2.0,
     ):
@@ -574,7 +489,7 @@ class CoarseStage(TokenStage):
             "semantic": (1, semantic_codebook_size),
             "coarse": (coarse_levels, acoustic_codebook_size),
         }
-        self._setup(streams, make_pattern(pattern, coarse_levels), acoustic_codebook_size)
+        self._setup(streams | self.melody_streams(), make_pattern(pattern, coarse_levels), acoustic_codebook_size)
 
     mulan_ids = SemanticStage.mulan_ids
 
@@ -590,7 +505,7 @@ class CoarseStage(TokenStage):
         return torch.cat([m, s], dim=1), droppable
 
     def prefix(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
-        return self.cond_ids(batch["mulan"], batch["semantic"])
+        return self.with_melody(batch, *self.cond_ids(batch["mulan"], batch["semantic"]))
 
     def target_codes(self, batch: dict[str, Any]) -> Tensor:
         return batch["acoustic"].long()[:, : self.hparams.coarse_levels]
@@ -604,7 +519,10 @@ class CoarseStage(TokenStage):
         start = 0
         if self.training and sem_frames > w_sem:
             start = int(torch.randint(0, sem_frames - w_sem + 1, ()))
-        return window(batch, {"acoustic": (round(start * self.ratio), w_ac), "semantic": (start, w_sem)})
+        out = window(batch, {"acoustic": (round(start * self.ratio), w_ac), "semantic": (start, w_sem)})
+        if self.melody_conditioned:
+            out["melody_start"] = self.melody_offset(start)
+        return out
 
     def target_mask(self, batch: dict[str, Any]) -> Tensor | None:
         return batch.get("acoustic_mask")
@@ -622,11 +540,15 @@ class CoarseStage(TokenStage):
         context: int | None = None,
         use_cache: bool = True,
         prompt: Tensor | None = None,
+        melody: Tensor | None = None,
+        melody_cfg_scale: float | None = None,
     ) -> Tensor:
         """MuLan `[B, Qm]` + semantic `[B, Ts]` -> coarse codes `[B, coarse_levels, round(Ts * ratio)]`, in
         windows of `window_seconds` prompted with the last `context` coarse frames (default half a window) and
         conditioned on the semantic tokens that cover the same window. `prompt` `[B, coarse_levels, Tp]` continues
-        given coarse codes (returned as the first Tp frames)."""
+        given coarse codes (returned as the first Tp frames). `melody` `[B, Q, T]` and `melody_cfg_scale`: as in
+        `SemanticStage.generate` (each window reads the melody columns from its first semantic frame on)."""
+        self.check_melody(melody, melody_cfg_scale, cfg_scale)
         kw = self.sampling_kwargs(temperature, top_k, top_p, cfg_scale, seed, use_cache)
         mulan_tokens, semantic = mulan_tokens.to(self.device), semantic.to(self.device)
         window = self.window_frames
@@ -635,13 +557,14 @@ class CoarseStage(TokenStage):
             context -= context % int(self.ratio)
 
         def gen(start: int, frames: int, prev: Tensor | None) -> Tensor:
-            sem = semantic[:, slice(*self.semantic_span(start, frames, semantic.shape[-1]))]
-            cond, droppable = self.cond_ids(mulan_tokens, sem)
+            s0, s1 = self.semantic_span(start, frames, semantic.shape[-1])
+            cond, droppable = self.cond_ids(mulan_tokens, semantic[:, s0:s1])
             null = None
             if cfg_scale is not None:
                 null = cond.clone()
                 null[:, droppable] = self.null_ids(int(droppable.sum()))
-            return self.sample_window(cond, null, frames, prev, **kw)
+            prefix, null_prefix, extra = self.melody_prefixes(cond, null, melody, s0, melody_cfg_scale)
+            return self.sample_window(prefix, null_prefix, frames, prev, **extra, **kw)
 
         initial = None if prompt is None else prompt.to(self.device).long()
         return slide(round(semantic.shape[-1] * self.ratio), window, context, gen, initial)

@@ -101,13 +101,15 @@ def original_captions(split_dir: str | Path) -> dict[str, str]:
 def melody_report(lm, melody_dir: Path, seconds: float, batch_size: int, cfg_scale: float, seed: int,
                   max_melodies: int = 16) -> dict[str, float]:  # fmt: skip
     """Eval's `melody.*` keys for a `MusicLM` with a melody model, on the test split of a melody-pair corpus:
-    the embedding recall, and where the semantic stage is melody-conditioned, the chroma similarity of generations
-    from the first `max_melodies` hummed test melodies (each with its original's caption) against chance."""
+    the embedding recall, and where the semantic or coarse stage is melody-conditioned, the chroma similarity of
+    generations from the first `max_melodies` hummed test melodies (each with its original's caption) against
+    chance."""
     if lm.melody is None or not list_shards(melody_dir / "test"):
         return {}
     groups = load_groups(melody_dir / "test", lm.melody.sample_rate)
-    report = embedding_recall(lm.melody, groups)
-    if not lm.semantic.hparams.get("melody_conditioning"):
+    # a learned embedding's recall; pitch-class tokens (melody.pitch) have no embedding to retrieve with
+    report = embedding_recall(lm.melody, groups) if isinstance(lm.melody, MelodyModule) else {}
+    if not lm.melody_stages:
         return report
     captions = original_captions(melody_dir / "test")
     ids = [k for k in sorted(groups) if "hummed" in groups[k] and k in captions][:max_melodies]
