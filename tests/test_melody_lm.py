@@ -72,13 +72,18 @@ def test_token_shards_carry_melody_and_the_crop_follows_it():
     assert torch.equal(crop["melody"], x["melody"][:, 1:])  # the 4-frame crop starts at frame 2: column 1
 
 
+def fit_on(m, language, steps: int) -> dict:
+    """`m` fitted on a toy language (`language(n, seed)`), in eval mode; returns a test batch of it."""
+    train = DataLoader(language(256, 0), batch_size=16, shuffle=True, collate_fn=collate_tokens)
+    val = DataLoader(language(32, 1), batch_size=32, collate_fn=collate_tokens)
+    fit(m, steps, loaders=(train, val))
+    m.eval()
+    return collate_tokens(language(16, 2))
+
+
 def test_semantic_stage_follows_the_melody_it_is_given():
     m = stage(cond_dropout=0.0, melody_dropout=0.1)
-    train = DataLoader(toy(256, 0), batch_size=16, shuffle=True, collate_fn=collate_tokens)
-    val = DataLoader(toy(32, 1), batch_size=32, collate_fn=collate_tokens)
-    fit(m, 150, loaders=(train, val))
-    m.eval()
-    test = collate_tokens(toy(16, 2))
+    test = fit_on(m, toy, 150)
     right = m.generate(test["mulan"], TS, temperature=0, melody=test["melody"])
     wrong = m.generate(test["mulan"], TS, temperature=0, melody=test["melody"].roll(1, 0))
     acc_right = (right == test["semantic"]).float().mean().item()
@@ -130,11 +135,7 @@ def test_coarse_melody_prefix_follows_the_semantic_tokens_and_the_crop():
 
 def test_coarse_stage_follows_the_melody_it_is_given():
     m = coarse_stage(cond_dropout=0.0, melody_dropout=0.1)
-    train = DataLoader(coarse_toy(256, 0), batch_size=16, shuffle=True, collate_fn=collate_tokens)
-    val = DataLoader(coarse_toy(32, 1), batch_size=32, collate_fn=collate_tokens)
-    fit(m, 300, loaders=(train, val))
-    m.eval()
-    test = collate_tokens(coarse_toy(16, 2))
+    test = fit_on(m, coarse_toy, 300)
     truth = test["acoustic"]
     right = m.generate(test["mulan"], test["semantic"], temperature=0, melody=test["melody"])
     wrong = m.generate(test["mulan"], test["semantic"], temperature=0, melody=test["melody"].roll(1, 0))
