@@ -55,12 +55,9 @@ class Run:
     timing: dict
 
     def value(self, key: str) -> float | None:
-        node = self.report
-        for part in key.split("."):
-            if not isinstance(node, dict) or part not in node:
-                return None
-            node = node[part]
-        return float(node) if isinstance(node, (int, float)) else None
+        """eval.json's flat `section.name` key, None where the report lacks it."""
+        v = self.report.get(key)
+        return float(v) if isinstance(v, (int, float)) else None
 
 
 def load_run(name: str) -> Run:
@@ -84,9 +81,9 @@ def curve_png(runs: list[Run], path: Path) -> Path:
         ax.plot([p[0] for p in points], [p[1] for p in points], "o-", color="tab:blue")
         for h, v, name in points:
             ax.annotate(name, (h, v), textcoords="offset points", xytext=(4, 4), fontsize=8)
-        refs = [r.value(f.reference) for r in runs if f.reference and r.value(f.reference) is not None]
-        if refs:
-            ax.axhline(sum(refs) / len(refs), color="gray", ls="--", lw=1, label=f.reference_label)
+        ref = runs[-1].value(f.reference) if f.reference else None  # the best-funded run's, as in the table
+        if ref is not None:
+            ax.axhline(ref, color="gray", ls="--", lw=1, label=f"{f.reference_label} ({runs[-1].name})")
             ax.legend(fontsize=7, loc="best")
         ax.set_xscale("log")
         ax.set_xticks(hours, [f"{h:.2g}" for h in hours])  # the runs' own costs, not a log axis's minor ticks
