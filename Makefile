@@ -40,6 +40,9 @@ MELODY_CLIPS ?= 300
 # the LM stages that condition on melody tokens too: coarse, semantic or "semantic coarse" (needs train-melody;
 # tokenize then writes them). coarse is where a melody can steer: the demo's semantic tokens barely keep notes
 MELODY_COND ?=
+ifneq ($(filter-out semantic coarse,$(MELODY_COND)),)
+$(error MELODY_COND names LM stages: coarse, semantic or "semantic coarse" (got "$(MELODY_COND)"))
+endif
 WORKERS ?= 2
 
 # ROOT lets the chain run in another directory: make -f /path/to/Makefile -C /scratch demo
