@@ -59,3 +59,16 @@ def test_showcase_says_which_command_makes_a_missing_run(tmp_path, monkeypatch):
         showcase.main(["demo"])
     with pytest.raises(SystemExit, match="eval.json is missing"):
         showcase.main(["long"])
+
+
+def test_a_runs_cost_adds_up_over_interrupted_invocations(tmp_path):
+    """`make demo` stopped by a failed step and resumed: both invocations' time counts, step by step."""
+    from musiclm.demo import write_timing
+
+    path = tmp_path / "timing.json"
+    write_timing(path, "long", 100.0, {"codec": 60.0, "acoustic LMs": 30.0}, 300, 1200)
+    write_timing(path, "long", 50.0, {"codec": 0.5, "acoustic LMs": 45.0, "eval": 4.0}, 310, 1250)
+    timing = json.loads(path.read_text())
+    assert timing["wall_s"] == 150.0 and timing["cpu_hours"] == pytest.approx(150 * timing["cores"] / 3600, abs=1e-3)
+    assert timing["steps_s"] == {"codec": 60.5, "acoustic LMs": 75.0, "eval": 4.0}
+    assert timing["matmul_gflops"] == {"fp32": 310, "bf16": 1250}  # the latest measurement

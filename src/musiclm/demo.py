@@ -83,7 +83,7 @@ def run_lane(lane: Lane, logs: Path, env: dict[str, str], report) -> tuple[str, 
 
 
 def write_timing(path: Path, profile: str, total: float, steps: dict[str, float], fp32: float, bf16: float) -> None:
-    """What the run cost, beside the CPU's speed (`musiclm compute-curve` reads it): wall time of the whole chain
+    """What the run cost, beside the CPU's speed (`musiclm showcase` reads it): wall time of the whole chain
     and of each step, CPU-hours as wall time x the cores the chain keeps busy. Times add up over invocations, so a
     run interrupted and resumed counts both parts (a step a re-run finds finished adds its ~1 s of make)."""
     old = json.loads(path.read_text()) if path.is_file() else {"wall_s": 0.0, "steps_s": {}}
@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
             failures = [f for f in pool.map(partial(run_lane, logs=logs, env=env, report=report), phase) if f]
         if failures:
             bar.close()
+            write_timing(logs / "timing.json", a.profile, time.perf_counter() - t_start, steps, fp32, bf16)
             for name, code, log in failures:
                 print("\n".join(log.read_text(errors="replace").splitlines()[-40:]), file=sys.stderr)
                 msg = f"\nstep '{name}' failed (exit {code}); fix it and re-run `make demo`: finished steps are kept."

@@ -266,16 +266,17 @@ def evaluate_oracles(run: str, lm: MusicLM, prompts: list[dict], seconds: float,
     if len(use) < 2:
         print(f"oracles: {len(use)} of {len(prompts)} prompts have token shards: no oracle.* keys")
         return {}
-    report = {}
-    for name, waves in oracle_waves(lm, use, tokens, seconds, batch_size, cfg_scale, seed).items():
+    report, sr = {}, lm.sample_rate
+    oracles = oracle_waves(lm, use, tokens, seconds, batch_size, cfg_scale, seed)
+    # the clips the real tokens came from, from their start like the tokens (every oracle's output is as long)
+    real = list(real_waves(use, sr, next(iter(oracles.values())).shape[-1]).numpy())
+    for name, waves in oracles.items():
         figures = evaluate_generation(lm, use, waves, batch_size, None)
         for k in ("mcc_margin", "fad_mulan", "fad_logmel", "spectral_flatness", "adherence_tempo"):
             report[f"oracle.{name}.{k}"] = figures[k]
-        # Does the stage keep the clip's notes? Its output's chroma against the clip it took the real tokens from
-        # (both from its start), beside other clips': which tokens can carry a melody (melody conditioning's question)
-        sr = lm.sample_rate
-        real = real_waves(use, sr, waves.shape[-1])
-        chroma = chroma_figures(similarity_matrix(list(real.numpy()), sr, list(waves.numpy()), sr))
+        # Does the stage keep the clip's notes? Its output's chroma against its own clip's, beside other clips':
+        # which tokens can carry a melody (melody conditioning's question)
+        chroma = chroma_figures(similarity_matrix(real, sr, list(waves.numpy()), sr))
         report[f"oracle.{name}.chroma_similarity"] = chroma["melody.chroma_similarity"]
         report[f"oracle.{name}.chroma_similarity_chance"] = chroma["melody.chroma_similarity_chance"]
     return report

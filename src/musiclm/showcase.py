@@ -8,6 +8,7 @@ Reads what `make demo` leaves: reports/<RUN>/eval.json, runs/<RUN>/logs/timing.j
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from dataclasses import dataclass
@@ -95,10 +96,9 @@ def curve_png(runs: list[Run], path: Path) -> Path:
     for ax in axes[len(FIGURES) :]:
         ax.set_visible(False)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path.with_suffix(".tmp.png"), dpi=90)
-    path.with_suffix(".tmp.png").replace(path)
-    return path
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=90)
+    return atomic_write_bytes(path, png.getvalue())
 
 
 def _fmt(v: float | None) -> str:
@@ -144,7 +144,6 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="musiclm showcase", description=__doc__)
     p.add_argument("runs", nargs="+", help="run names, cheapest first")
     p.add_argument("--out", default="docs", help="writes compute_curve.png, compute_curve.md and samples/<RUN>/")
-    p.add_argument("--sample-runs", nargs="*", default=None, help="runs whose audio to export (default: all)")
     p.add_argument("--prompts", type=int, default=3, help="generated clips per run to export")
     p.add_argument("--seconds", type=float, default=5.0, help="seconds of each clip to export")
     a = p.parse_args(argv)
@@ -156,6 +155,6 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {curve_png(runs, out / 'compute_curve.png')}")
     atomic_write_bytes(out / "compute_curve.md", table_md(runs).encode())
     print(f"wrote {out / 'compute_curve.md'}")
-    for run in a.runs if a.sample_runs is None else a.sample_runs:
+    for run in a.runs:
         files = export_samples(run, out / "samples", a.prompts, a.seconds)
         print(f"wrote {len(files)} files under {out / 'samples' / run}")
