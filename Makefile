@@ -9,6 +9,12 @@ SHELL := /bin/bash
 # a run is named after its profile unless told otherwise, so `make demo PROFILE=long` never mixes with the demo run
 RUN ?= $(PROFILE)
 PROFILE ?= demo
+# the long profile trains on 3x the demo's clips (its coarse LM overfit 1,200), in a corpus folder of its own; clip i
+# of synth-long is clip i of synth, split alike, so the demo run can be judged on synth-long's held-out clips too
+ifeq ($(PROFILE),long)
+DATASET ?= synth-long
+SYNTH_CLIPS ?= 3600
+endif
 DATASET ?= synth
 # several datasets train as one: DATASET=synth+mine; DATASET_WEIGHTS=1,3 samples them 1:3 (default: by clip count)
 DATASET_WEIGHTS ?=

@@ -261,3 +261,18 @@ def test_a_stage_samples_with_its_own_top_k_unless_given_one():
     greedy = module.generate(*args, temperature=0.0)
     assert torch.equal(module.generate(*args, seed=0), greedy)
     assert not torch.equal(module.generate(*args, seed=0, top_k=16, temperature=5.0), greedy)
+
+
+@pytest.mark.parametrize("attn_dropout, expected", [(None, 0.1), (0.0, 0.0)])
+def test_attention_dropout_is_its_own_setting(attn_dropout, expected):
+    """CPU profiles keep feed-forward dropout but none on attention (it takes CPU SDPA off its fused kernel); unset,
+    attention takes `dropout`, as checkpoints written before the setting existed did."""
+    from x_transformers.attend import Attend
+    from x_transformers.x_transformers import FeedForward
+
+    module = CoarseStage(**COARSE, coarse_levels=2, window_seconds=2 * TS / AR, **(SMALL | {"dropout": 0.1}),
+                         attn_dropout=attn_dropout)  # fmt: skip
+    attention = {m.dropout for m in module.modules() if isinstance(m, Attend)}
+    feed_forward = {d.p for f in module.modules() if isinstance(f, FeedForward) for d in f.modules()
+                    if isinstance(d, torch.nn.Dropout)}  # fmt: skip
+    assert attention == {expected} and feed_forward == {0.1}

@@ -7,15 +7,16 @@ from collections.abc import Callable
 
 from musiclm.contracts import TokenBackbone
 
-# factory(vocab_size, head_sizes, dim, depth, heads, ff_mult, dropout) -> TokenBackbone
-BackboneFactory = Callable[[int, list[int], int, int, int, int, float], TokenBackbone]
+# factory(vocab_size, head_sizes, dim, depth, heads, ff_mult, dropout, attn_dropout) -> TokenBackbone;
+# attn_dropout None means `dropout`.
+BackboneFactory = Callable[[int, list[int], int, int, int, int, float, "float | None"], TokenBackbone]
 
 
 def _x_transformers(vocab_size: int, head_sizes: list[int], dim: int, depth: int, heads: int, ff_mult: int,
-                    dropout: float) -> TokenBackbone:  # fmt: skip
+                    dropout: float, attn_dropout: float | None) -> TokenBackbone:  # fmt: skip
     from musiclm.lm.model import TokenLM
 
-    return TokenLM(vocab_size, head_sizes, dim, depth, heads, ff_mult, dropout)
+    return TokenLM(vocab_size, head_sizes, dim, depth, heads, ff_mult, dropout, attn_dropout)
 
 
 BACKBONES: dict[str, BackboneFactory] = {"x-transformers": _x_transformers}
@@ -27,9 +28,9 @@ def register_backbone(name: str, factory: BackboneFactory) -> None:
 
 
 def build_backbone(name: str, vocab_size: int, head_sizes: list[int], dim: int, depth: int, heads: int,
-                   ff_mult: int = 4, dropout: float = 0.1) -> TokenBackbone:  # fmt: skip
+                   ff_mult: int = 4, dropout: float = 0.1, attn_dropout: float | None = None) -> TokenBackbone:  # fmt: skip
     if name not in BACKBONES:
         raise ValueError(
             f"unknown LM backbone {name!r}: one of {sorted(BACKBONES)} (or musiclm.lm.backbones.register_backbone)"
         )
-    return BACKBONES[name](vocab_size, list(head_sizes), dim, depth, heads, ff_mult, dropout)
+    return BACKBONES[name](vocab_size, list(head_sizes), dim, depth, heads, ff_mult, dropout, attn_dropout)

@@ -86,7 +86,8 @@ class TokenStage(L.LightningModule):
         self.codebook_size = codebook_size
         head_sizes = [len(pattern.slot_levels(k)) * codebook_size for k in range(pattern.tokens_per_step)]
         self.model = build_backbone(
-            hp.backbone, self.vocab.size, head_sizes, hp.dim, hp.depth, hp.heads, hp.ff_mult, hp.dropout
+            hp.backbone, self.vocab.size, head_sizes, hp.dim, hp.depth, hp.heads, hp.ff_mult, hp.dropout,
+            hp.get("attn_dropout"),
         )
         self._val: dict[str, Tensor] = {}
         self._listen_batch: dict[str, Tensor] | None = None
@@ -334,6 +335,7 @@ class SemanticStage(MelodyConditioned, TokenStage):
         heads: int = 16,
         ff_mult: int = 4,
         dropout: float = 0.1,
+        attn_dropout: float | None = None,  # None: `dropout`; CPU profiles set 0 (see TokenLM)
         cond_dropout: float = 0.1,
         lr: float = 3e-4,
         weight_decay: float = 0.01,
@@ -462,6 +464,7 @@ class CoarseStage(MelodyConditioned, TokenStage):
         heads: int = 16,
         ff_mult: int = 4,
         dropout: float = 0.1,
+        attn_dropout: float | None = None,  # None: `dropout`; CPU profiles set 0 (see TokenLM)
         cond_dropout: float = 0.1,
         lr: float = 3e-4,
         weight_decay: float = 0.01,
@@ -597,6 +600,7 @@ class FineStage(TokenStage):
         heads: int = 16,
         ff_mult: int = 4,
         dropout: float = 0.1,
+        attn_dropout: float | None = None,  # None: `dropout`; CPU profiles set 0 (see TokenLM)
         lr: float = 3e-4,
         weight_decay: float = 0.01,
         warmup_steps: int = 1000,
