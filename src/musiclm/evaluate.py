@@ -41,6 +41,9 @@ from musiclm.story_eval import evaluate_continuation, evaluate_story
 
 TEST_CLIPS = 10_000  # the test clips eval reads at most: every one sets the judges' ceilings
 VAL_CLIPS = 256  # the val clips the order judge's margin is calibrated on (`judge.calibrate`)
+# melody guidance of eval's melody.* generations, beside text guidance 3: guided by one shared scale of 3 the demo's
+# melody-conditioned coarse LM stays at chance; at 6 or 9 it follows the melody (docs/measurements.md)
+MELODY_CFG_SCALE = 6.0
 ORDER_CLIPS = 32  # temporal-order clips eval renders when the test split has none: the order judge's ceiling
 
 
@@ -286,7 +289,8 @@ def evaluate(run: str, dataset: str, num_prompts: int = 32, seconds: float | Non
              cfg_scale: float = 3.0, seed: int = 0, out: Path | None = None,
              num_kind_prompts: int = 16, order_clips: int = ORDER_CLIPS,
              melody_dataset: str = "synth-melody", num_stories: int = 8, story_segments: int = 2,
-             num_continuations: int = 8, clap_from: str | Path | None = None) -> dict:  # fmt: skip
+             num_continuations: int = 8, clap_from: str | Path | None = None,
+             melody_cfg_scale: float = MELODY_CFG_SCALE) -> dict:  # fmt: skip
     """The eval.json figures. `clap_from`: a CLAP folder for the `judge.clap.*` figures (checked first, so a wrong
     folder fails before anything runs)."""
     from musiclm.codec.evaluate import evaluate_codec
@@ -340,7 +344,8 @@ def evaluate(run: str, dataset: str, num_prompts: int = 32, seconds: float | Non
                                         seed))  # fmt: skip
     from musiclm.melody.evaluate import melody_report  # melody.*: only where the run has a melody model
 
-    report.update(melody_report(lm, data_dir() / "shards" / melody_dataset, seconds, batch_size, cfg_scale, seed))
+    report.update(melody_report(lm, data_dir() / "shards" / melody_dataset, seconds, batch_size, cfg_scale, seed,
+                                melody_cfg_scale))  # fmt: skip
     return report
 
 
@@ -358,6 +363,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--order-clips", type=int, default=ORDER_CLIPS,
                    help="order clips to render when the test split has none (0: no judge.order keys)")  # fmt: skip
     p.add_argument("--melody-dataset", default="synth-melody", help="melody-pair shards for the melody.* figures")
+    p.add_argument("--melody-cfg-scale", type=float, default=MELODY_CFG_SCALE,
+                   help="melody guidance of the melody.* generations (equal to --cfg-scale: one scale guides both)")
     p.add_argument("--num-stories", type=int, default=8, help="story-mode stories (story.*)")
     p.add_argument("--story-segments", type=int, default=2, help="segments per story, over the generated length")
     p.add_argument("--num-continuations", type=int, default=8, help="test clips whose first half is continued")
@@ -371,7 +378,7 @@ def main(argv: list[str] | None = None) -> None:
     out = a.out or reports_dir() / run_dir(a.run).name / "eval.json"
     report = evaluate(a.run, a.dataset, a.num_prompts, a.seconds, a.batch_size, a.cfg_scale, a.seed, out,
                       a.num_kind_prompts, a.order_clips, a.melody_dataset, a.num_stories, a.story_segments,
-                      a.num_continuations, clap_from)  # fmt: skip
+                      a.num_continuations, clap_from, a.melody_cfg_scale)  # fmt: skip
     atomic_write_bytes(out, json.dumps(report, indent=1).encode())
     print(json.dumps(report, indent=1))
     print(f"wrote {out}")

@@ -99,11 +99,11 @@ def original_captions(split_dir: str | Path) -> dict[str, str]:
 
 
 def melody_report(lm, melody_dir: Path, seconds: float, batch_size: int, cfg_scale: float, seed: int,
-                  max_melodies: int = 16) -> dict[str, float]:  # fmt: skip
+                  melody_cfg_scale: float | None = None, max_melodies: int = 32) -> dict[str, float]:  # fmt: skip
     """Eval's `melody.*` keys for a `MusicLM` with a melody model, on the test split of a melody-pair corpus:
     the embedding recall, and where the semantic or coarse stage is melody-conditioned, the chroma similarity of
     generations from the first `max_melodies` hummed test melodies (each with its original's caption) against
-    chance."""
+    chance, the melody guided by `melody_cfg_scale` (None: by `cfg_scale`, with the text)."""
     if lm.melody is None or not list_shards(melody_dir / "test"):
         return {}
     groups = load_groups(melody_dir / "test", lm.melody.sample_rate)
@@ -119,6 +119,8 @@ def melody_report(lm, melody_dir: Path, seconds: float, batch_size: int, cfg_sca
     for i in range(0, len(ids), batch_size):
         melody = torch.from_numpy(np.stack(hummed[i : i + batch_size]))
         result = lm.generate([captions[k] for k in ids[i : i + batch_size]], seconds=seconds, cfg_scale=cfg_scale,
-                             seed=seed + i, progress=False, melody=melody, melody_sample_rate=rate)  # fmt: skip
+                             seed=seed + i, progress=False, melody=melody, melody_sample_rate=rate,
+                             melody_cfg_scale=melody_cfg_scale)  # fmt: skip
         outputs += list(result.waves.numpy())
-    return report | chroma_figures(similarity_matrix(hummed, rate, outputs, lm.sample_rate))
+    guidance = {} if melody_cfg_scale is None else {"melody.melody_cfg_scale": float(melody_cfg_scale)}
+    return report | chroma_figures(similarity_matrix(hummed, rate, outputs, lm.sample_rate)) | guidance
