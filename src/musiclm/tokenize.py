@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn.utils import parametrize
 
 from musiclm.artifacts import handoff, load_model, model_path
 from musiclm.audio import AudioError, load_audio, resample_batch
@@ -90,12 +91,13 @@ def tokenize_shard(job: TokenJob, run: str, batch_size: int, threads: int) -> li
         except (AudioError, KeyError, ValueError):
             continue  # counted by the audio shards' own checks; a token shard simply lacks it
         groups.setdefault(len(wave), []).append((s, wave, meta))
-    for group in groups.values():
-        for i in range(0, len(group), batch_size):
-            chunk = group[i : i + batch_size]
-            sr = chunk[0][2]["sample_rate"]
-            for (s, _, meta), tokens in zip(chunk, tokenize_waves(m, [w for _, w, _ in chunk], sr), strict=True):
-                out.append(token_sample(s["__key__"], tokens, {**meta, "checkpoint_ids": ids}))
+    with parametrize.cached():  # weight-normed weights (the codec's) computed once per shard, not once per batch
+        for group in groups.values():
+            for i in range(0, len(group), batch_size):
+                chunk = group[i : i + batch_size]
+                sr = chunk[0][2]["sample_rate"]
+                for (s, _, meta), tokens in zip(chunk, tokenize_waves(m, [w for _, w, _ in chunk], sr), strict=True):
+                    out.append(token_sample(s["__key__"], tokens, {**meta, "checkpoint_ids": ids}))
     out.sort(key=lambda d: d["__key__"])
     return out
 
