@@ -98,7 +98,9 @@ def test_decode_encode_at_every_bitrate(arch):
         m.decode(torch.zeros(1, 4, 5, dtype=torch.long))
 
 
-@pytest.mark.parametrize("kernel, stride, dilation", [(7, 1, 1), (7, 1, 9), (1, 1, 1), (6, 3, 1), (16, 8, 1), (3, 1, 1)])
+@pytest.mark.parametrize(
+    "kernel, stride, dilation", [(7, 1, 1), (7, 1, 9), (1, 1, 1), (6, 3, 1), (16, 8, 1), (3, 1, 1)]
+)
 def test_causal_conv_is_a_left_padded_conv(kernel, stride, dilation):
     """The conv's own padding with the right-hand surplus dropped, and kernel 1 as a matmul, give what the plain
     definition gives: zeros on the left, then the conv."""

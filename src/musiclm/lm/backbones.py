@@ -27,8 +27,17 @@ def register_backbone(name: str, factory: BackboneFactory) -> None:
     BACKBONES[name] = factory
 
 
-def build_backbone(name: str, vocab_size: int, head_sizes: list[int], dim: int, depth: int, heads: int,
-                   ff_mult: int = 4, dropout: float = 0.1, attn_dropout: float | None = None) -> TokenBackbone:  # fmt: skip
+def build_backbone(
+    name: str,
+    vocab_size: int,
+    head_sizes: list[int],
+    dim: int,
+    depth: int,
+    heads: int,
+    ff_mult: int = 4,
+    dropout: float = 0.1,
+    attn_dropout: float | None = None,
+) -> TokenBackbone:
     if name not in BACKBONES:
         raise ValueError(
             f"unknown LM backbone {name!r}: one of {sorted(BACKBONES)} (or musiclm.lm.backbones.register_backbone)"
