@@ -312,3 +312,14 @@ def test_istft_steady_frames_give_a_steady_tone(start):
     peak = int(spectrum.argmax())
     assert abs(peak * SR / len(wave) - 1300) <= SR / len(wave)
     assert spectrum[peak] > 50 * spectrum[(torch.arange(len(spectrum)) - peak).abs() > 10].max()
+
+
+def test_codec_bench_times_each_path_and_counts_unchanged_codes():
+    """`make bench`'s codec section on the demo codec (1 s, eager only): every time positive and the bf16
+    agreement a share."""
+    from musiclm.codec.bench import measure
+
+    out = measure("demo", seconds=1.0, repeats=1, compiled=False)
+    assert out["encode_decode_s_per_10s"] > 0 and out["encode_decode_s_per_10s_bf16_autocast"] > 0
+    assert 0.0 <= out["codes_unchanged_bf16_autocast"] <= 1.0
+    assert out["frame_rate_hz"] > 0 and out["generator_params_m"] > 0
