@@ -241,6 +241,24 @@ def test_eval_section_writes_judge_keys_and_the_report(toy_run, tmp_path):
     assert page.count("<audio") == 6 + 4 and page.count("<td>negation</td>") == 4
 
 
+def test_another_runs_judge_grades_a_run_without_one(toy_run, tmp_path):
+    """`--judge-run`: a run with no judge of its own (or one trained on another corpus) is graded by the named
+    run's judge, exactly as that run would be graded; without it the missing judge stops eval."""
+    from musiclm.evaluate import evaluate_judges, generate_waves, test_prompts
+
+    shards, run = toy_run
+    lm, clips = ToyChain(), test_prompts(shards, 100)
+    generated = generate_waves(lm, [c["caption"] for c in clips[:6]], 2.0, 4, 3.0, 0)
+    other = tmp_path / "other"
+    other.mkdir()
+    args = (lm, clips, 6, generated, 4, 4, 3.0, 0)
+    borrowed = evaluate_judges(str(other), *args, tmp_path / "a", order_clips=0, judge_run=str(run))
+    own = evaluate_judges(str(run), *args, tmp_path / "b", order_clips=0)
+    assert borrowed == own
+    with pytest.raises(FileNotFoundError):
+        evaluate_judges(str(other), *args, tmp_path / "c", order_clips=0)
+
+
 def test_eval_renders_its_own_order_clips_when_the_test_split_has_none(toy_run, tmp_path):
     """The toy test split never changes halfway: eval renders order clips (the synthetic corpus's code, kind
     "order"), grades the order judge's ceiling on all of them (its margin calibrated on the val clips) and prompts

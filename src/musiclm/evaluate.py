@@ -205,7 +205,7 @@ def calibrated_order_margin(tagger, val_clips: list[dict], sample_rate: int, len
 def evaluate_judges(
     run: str, lm: MusicLM, clips: list[dict], num_prompts: int, generated: torch.Tensor, num_kind_prompts: int,
     batch_size: int, cfg_scale: float, seed: int, out_dir: Path, order_clips: int = ORDER_CLIPS,
-    clap: ClapJudge | None = None, val_clips: list[dict] | None = None,
+    clap: ClapJudge | None = None, val_clips: list[dict] | None = None, judge_run: str | None = None,
 ) -> dict[str, float]:  # fmt: skip
     """The `judge.*` figures and reports/<RUN>/index.html. The first `num_prompts` test clips are the prompts
     `generated` was made for; negation / temporal-order prompts come from the other test clips (`kind_prompts`) and
@@ -216,8 +216,9 @@ def evaluate_judges(
     clips' MuLan audio tokens. Real clips are cut around their middle, so a change halfway through a clip is halfway
     through the cut too. `clap` (the user's CLAP) grades the test prompts (not the kind prompts), its ceiling on
     every test clip against its caption. `val_clips` (with ground truth) calibrate the order judge's margin
-    (`judge.calibrate.order_margin`); without them it keeps its default."""
-    tagger = load_model(run, "judge")
+    (`judge.calibrate.order_margin`); without them it keeps its default. `judge_run`: another run's judge (default
+    this run's), so runs trained on different corpora can be scored by one judge."""
+    tagger = load_model(judge_run or run, "judge")
     sr, length = lm.sample_rate, generated.shape[-1]
     judges = default_judges(tagger, calibrated_order_margin(tagger, val_clips or [], sr, length))
     seconds = length / sr
@@ -290,9 +291,10 @@ def evaluate(run: str, dataset: str, num_prompts: int = 32, seconds: float | Non
              num_kind_prompts: int = 16, order_clips: int = ORDER_CLIPS,
              melody_dataset: str = "synth-melody", num_stories: int = 8, story_segments: int = 2,
              num_continuations: int = 8, clap_from: str | Path | None = None,
-             melody_cfg_scale: float = MELODY_CFG_SCALE) -> dict:  # fmt: skip
+             melody_cfg_scale: float = MELODY_CFG_SCALE, judge_run: str | None = None) -> dict:  # fmt: skip
     """The eval.json figures. `clap_from`: a CLAP folder for the `judge.clap.*` figures (checked first, so a wrong
-    folder fails before anything runs)."""
+    folder fails before anything runs). `judge_run`: whose judge grades `judge.*` and `story.judge.*` (default
+    `run`'s; `musiclm eval --run demo --dataset synth-long --judge-run long` puts the demo beside the long run)."""
     from musiclm.codec.evaluate import evaluate_codec
 
     clap_folder = check_clap_folder(clap_from) if clap_from else None
@@ -337,8 +339,8 @@ def evaluate(run: str, dataset: str, num_prompts: int = 32, seconds: float | Non
         clap = None
     val = test_prompts(dataset_dir, VAL_CLIPS, split="val")
     report.update(evaluate_judges(run, lm, clips, num_prompts, generated, num_kind_prompts, batch_size, cfg_scale, seed,
-                                  plots, order_clips, clap, val))  # fmt: skip
-    judges = default_judges(load_model(run, "judge"))
+                                  plots, order_clips, clap, val, judge_run))  # fmt: skip
+    judges = default_judges(load_model(judge_run or run, "judge"))
     report.update(evaluate_story(lm, clips, judges, seconds, num_stories, story_segments, batch_size, cfg_scale, seed))
     report.update(evaluate_continuation(lm, clips[:num_continuations], seconds, seconds / 2, batch_size, cfg_scale,
                                         seed))  # fmt: skip
@@ -370,6 +372,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--num-continuations", type=int, default=8, help="test clips whose first half is continued")
     p.add_argument("--clap-from", type=Path, default=None,
                    help="a local CLAP folder (save_pretrained) for the judge.clap.* figures")  # fmt: skip
+    p.add_argument("--judge-run", default=None,
+                   help="grade with this run's judge (default: --run's), to compare runs under one judge")  # fmt: skip
     a = p.parse_args(argv)
     try:
         clap_from = check_clap_folder(a.clap_from) if a.clap_from else None
@@ -378,7 +382,7 @@ def main(argv: list[str] | None = None) -> None:
     out = a.out or reports_dir() / run_dir(a.run).name / "eval.json"
     report = evaluate(a.run, a.dataset, a.num_prompts, a.seconds, a.batch_size, a.cfg_scale, a.seed, out,
                       a.num_kind_prompts, a.order_clips, a.melody_dataset, a.num_stories, a.story_segments,
-                      a.num_continuations, clap_from, a.melody_cfg_scale)  # fmt: skip
+                      a.num_continuations, clap_from, a.melody_cfg_scale, a.judge_run)  # fmt: skip
     atomic_write_bytes(out, json.dumps(report, indent=1).encode())
     print(json.dumps(report, indent=1))
     print(f"wrote {out}")
