@@ -16,25 +16,16 @@ from torch.nn.utils.parametrizations import weight_norm
 
 
 class CausalConv1d(nn.Module):
-    """Weight-normed Conv1d padded on the left only: output frame t sees inputs up to the end of its own stride.
-
-    Two CPU costs are avoided, with the same result: a kernel-1 conv runs as a matmul (oneDNN's 1x1 conv path is
-    2-3x slower than the matmul it amounts to), and the causal padding is the conv's own zero padding on both sides
-    with the surplus right-hand frames dropped (an `F.pad` copies and zero-fills the whole input first)."""
+    """Weight-normed Conv1d padded on the left only: output frame t sees inputs up to the end of its own stride."""
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1):
         super().__init__()
         self.conv = weight_norm(nn.Conv1d(cin, cout, kernel, stride=stride, dilation=dilation))
         self.pad = (kernel - 1) * dilation + 1 - stride
         self.stride = stride
-        self.pointwise = kernel == 1 and stride == 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv = self.conv
-        if self.pointwise:
-            return torch.matmul(conv.weight[:, :, 0], x) + conv.bias[:, None]
-        y = F.conv1d(x, conv.weight, conv.bias, self.stride, self.pad, conv.dilation)
-        return y[..., : (x.shape[-1] + self.pad - conv.dilation[0] * (conv.kernel_size[0] - 1) - 1) // self.stride + 1]
+        return self.conv(F.pad(x, (self.pad, 0)) if self.pad else x)  # F.pad copies even when it pads nothing
 
 
 class CausalConvTranspose1d(nn.Module):
