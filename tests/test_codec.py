@@ -98,26 +98,6 @@ def test_decode_encode_at_every_bitrate(arch):
         m.decode(torch.zeros(1, 4, 5, dtype=torch.long))
 
 
-@pytest.mark.parametrize(
-    "kernel, stride, dilation", [(7, 1, 1), (7, 1, 9), (1, 1, 1), (6, 3, 1), (16, 8, 1), (3, 1, 1)]
-)
-def test_causal_conv_is_a_left_padded_conv(kernel, stride, dilation):
-    """The conv's own padding with the right-hand surplus dropped, and kernel 1 as a matmul, give what the plain
-    definition gives: zeros on the left, then the conv."""
-    from musiclm.codec.layers import CausalConv1d
-
-    torch.manual_seed(0)
-    conv = CausalConv1d(4, 6, kernel, stride=stride, dilation=dilation)
-    x = torch.randn(2, 4, 8 * 9 * stride)
-    reference = torch.nn.functional.conv1d(torch.nn.functional.pad(x, (conv.pad, 0)), conv.conv.weight,
-                                           conv.conv.bias, stride, dilation=dilation)  # fmt: skip
-    out = conv(x)
-    assert out.shape == reference.shape == (2, 6, x.shape[-1] // stride)
-    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
-    out.sum().backward()  # trains through the same path
-    assert conv.conv.parametrizations.weight.original1.grad is not None
-
-
 @pytest.mark.parametrize("arch", [{}, SPECTRAL], ids=["conv", "spectral"])
 def test_streaming_equals_full_signal(arch):
     m = tiny(**arch).eval()
