@@ -242,8 +242,8 @@ def test_eval_section_writes_judge_keys_and_the_report(toy_run, tmp_path):
 
 
 def test_another_runs_judge_grades_a_run_without_one(toy_run, tmp_path):
-    """`--judge-run`: a run with no judge of its own (or one trained on another corpus) is graded by the named
-    run's judge, exactly as that run would be graded; without it the missing judge stops eval."""
+    """`--judge-run`: a run with no judge of its own (or one trained on another corpus) is graded by the tagger it
+    is given, exactly as the tagger's own run would be graded; without one the missing judge stops eval."""
     from musiclm.evaluate import evaluate_judges, generate_waves, test_prompts
 
     shards, run = toy_run
@@ -252,7 +252,8 @@ def test_another_runs_judge_grades_a_run_without_one(toy_run, tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     args = (lm, clips, 6, generated, 4, 4, 3.0, 0)
-    borrowed = evaluate_judges(str(other), *args, tmp_path / "a", order_clips=0, judge_run=str(run))
+    tagger = artifacts.load_model(run, "judge")
+    borrowed = evaluate_judges(str(other), *args, tmp_path / "a", order_clips=0, tagger=tagger)
     own = evaluate_judges(str(run), *args, tmp_path / "b", order_clips=0)
     assert borrowed == own
     with pytest.raises(FileNotFoundError):

@@ -25,6 +25,7 @@ from musiclm.judge.clap import ATTRIBUTE as CLAP
 from musiclm.judge.clap import ClapJudge, check_clap_folder, same_weights
 from musiclm.judge.prompts import kind_prompts, order_prompts
 from musiclm.judge.scoring import score
+from musiclm.judge.tagger import TaggerModule
 from musiclm.log import save_wave_spectrogram_png
 from musiclm.melody.evaluate import chroma_figures, similarity_matrix
 from musiclm.metrics.fad import FrechetAudioDistance, logmel_stats_embedding
@@ -205,7 +206,7 @@ def calibrated_order_margin(tagger, val_clips: list[dict], sample_rate: int, len
 def evaluate_judges(
     run: str, lm: MusicLM, clips: list[dict], num_prompts: int, generated: torch.Tensor, num_kind_prompts: int,
     batch_size: int, cfg_scale: float, seed: int, out_dir: Path, order_clips: int = ORDER_CLIPS,
-    clap: ClapJudge | None = None, val_clips: list[dict] | None = None, judge_run: str | None = None,
+    clap: ClapJudge | None = None, val_clips: list[dict] | None = None, tagger: TaggerModule | None = None,
 ) -> dict[str, float]:  # fmt: skip
     """The `judge.*` figures and reports/<RUN>/index.html. The first `num_prompts` test clips are the prompts
     `generated` was made for; negation / temporal-order prompts come from the other test clips (`kind_prompts`) and
@@ -216,9 +217,9 @@ def evaluate_judges(
     clips' MuLan audio tokens. Real clips are cut around their middle, so a change halfway through a clip is halfway
     through the cut too. `clap` (the user's CLAP) grades the test prompts (not the kind prompts), its ceiling on
     every test clip against its caption. `val_clips` (with ground truth) calibrate the order judge's margin
-    (`judge.calibrate.order_margin`); without them it keeps its default. `judge_run`: another run's judge (default
-    this run's), so runs trained on different corpora can be scored by one judge."""
-    tagger = load_model(judge_run or run, "judge")
+    (`judge.calibrate.order_margin`); without them it keeps its default. `tagger`: the judges' model (default this
+    run's judge), so runs trained on different corpora can be scored by one judge."""
+    tagger = tagger if tagger is not None else load_model(run, "judge")
     sr, length = lm.sample_rate, generated.shape[-1]
     judges = default_judges(tagger, calibrated_order_margin(tagger, val_clips or [], sr, length))
     seconds = length / sr
@@ -338,9 +339,10 @@ def evaluate(run: str, dataset: str, num_prompts: int = 32, seconds: float | Non
               f"weights with the chain: no judge.{CLAP}.* keys (generation.mcc* is that figure); give another CLAP")
         clap = None
     val = test_prompts(dataset_dir, VAL_CLIPS, split="val")
+    tagger = load_model(judge_run or run, "judge")  # one judge for judge.* and story.judge.*
     report.update(evaluate_judges(run, lm, clips, num_prompts, generated, num_kind_prompts, batch_size, cfg_scale, seed,
-                                  plots, order_clips, clap, val, judge_run))  # fmt: skip
-    judges = default_judges(load_model(judge_run or run, "judge"))
+                                  plots, order_clips, clap, val, tagger))  # fmt: skip
+    judges = default_judges(tagger)
     report.update(evaluate_story(lm, clips, judges, seconds, num_stories, story_segments, batch_size, cfg_scale, seed))
     report.update(evaluate_continuation(lm, clips[:num_continuations], seconds, seconds / 2, batch_size, cfg_scale,
                                         seed))  # fmt: skip
