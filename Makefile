@@ -40,12 +40,24 @@ SYNTH_SECONDS ?= 8
 PROMPT_KINDS_RATE ?= 0
 # 1: each clip also rendered as its melody's pairs (another instrument, arrangement, octave, solo, hummed)
 MELODY_PAIRS ?= 0
-# the melody embedding's training corpus: melody pairs (data synth --melody-pairs), MELODY_CLIPS melodies
+# the melody tokens' producer. learned: the melody embedding trained on melody pairs, its residual VQ fitted at the
+# end of training (MusicLM's; a column per 3 s). pitch: each frame's strongest pitch class, 12.5 a second, nothing
+# to train (melody/pitch.py); the demo's, because only these carry the notes through the chain (docs/measurements.md)
+MELODY_TOKENS ?= $(if $(filter demo,$(PROFILE)),pitch,learned)
+# the melody-pair corpus (data synth --melody-pairs) of MELODY_CLIPS melodies: the learned embedding trains on its
+# train split, and eval's melody.* read its test split. Pitch tokens train nothing, so then every melody is a test one
+ifeq ($(MELODY_TOKENS),pitch)
+MELODY_DATASET ?= synth-melody-test
+MELODY_CLIPS ?= 32
+MELODY_SPLITS ?= --val-fraction 0 --test-fraction 1
+endif
 MELODY_DATASET ?= synth-melody
 MELODY_CLIPS ?= 300
+MELODY_SPLITS ?=
 # the LM stages that condition on melody tokens too: coarse, semantic or "semantic coarse" (needs train-melody;
-# tokenize then writes them). coarse is where a melody can steer: the demo's semantic tokens barely keep notes
-MELODY_COND ?=
+# tokenize then writes them). coarse is where a melody can steer: the demo's semantic tokens barely keep notes.
+# The demo profile's coarse stage follows a melody; MELODY_COND= leaves it text-only
+MELODY_COND ?= $(if $(filter demo,$(PROFILE)),coarse)
 ifneq ($(filter-out semantic coarse,$(MELODY_COND)),)
 $(error MELODY_COND names LM stages: coarse, semantic or "semantic coarse" (got "$(MELODY_COND)"))
 endif
@@ -85,7 +97,7 @@ SEMANTIC_SOURCE = $(if $(SEMANTIC_FROM),--model.extractor=hf --model.source=$(SE
 LM_FLAGS = $(STAGE_FLAGS) $(if $(LM_PRECISION),--trainer.precision=$(LM_PRECISION)) $(WEIGHT_FLAGS) $(ARGS)
 
 .PHONY: install test lint demo data train-mulan train-codec fit-semantic tokenize train-semantic train-acoustic \
-        train-judge train-melody generate eval bench gpu-check showcase tensorboard clean-run FORCE
+        train-judge train-melody melody generate eval bench gpu-check showcase tensorboard clean-run FORCE
 
 install: $(STAMP)
 
@@ -118,7 +130,7 @@ data/shards/%/train/manifest.json: | $(STAMP)
 # the melody model's pairs: the same melodies under other acoustics (an explicit rule wins over the pattern above)
 data/shards/$(MELODY_DATASET)/train/manifest.json: | $(STAMP)
 	$(MUSICLM) data synth data/shards/$(MELODY_DATASET) --num-clips $(MELODY_CLIPS) --seconds $(SYNTH_SECONDS) \
-	  --seed 1 --workers $(WORKERS) --melody-pairs
+	  --seed 1 --workers $(WORKERS) --melody-pairs $(MELODY_SPLITS)
 	$(MUSICLM) data check data/shards/$(MELODY_DATASET)
 
 # ---- stages -----------------------------------------------------------------------------------------
@@ -165,11 +177,9 @@ train-judge: $(R)/judge/model.ckpt
 $(R)/judge/model.ckpt: $(SHARD_MANIFESTS) $(ROOT)/configs/judge.yaml | $(STAMP)
 	$(MUSICLM) train judge $(TRAIN_FLAGS) --data.data_dir=$(SHARDS)
 
-# the melody tokens' producer. MELODY_TOKENS=learned: the melody embedding trained on melody pairs, its residual VQ
-# fitted at the end of training (MusicLM's; a column per 3 s). pitch: each frame's strongest pitch class, 12.5 a
-# second, nothing to train (melody/pitch.py). Either way the melody pairs' test split is what eval's melody.* reads.
-MELODY_TOKENS ?= learned
+# the run's melody tokens (MELODY_TOKENS above); `melody` is make demo's step: them where a stage conditions on them
 train-melody: $(R)/melody/model.ckpt
+melody: $(if $(MELODY_COND),$(R)/melody/model.ckpt)
 $(R)/melody/model.ckpt: data/shards/$(MELODY_DATASET)/train/manifest.json $(ROOT)/configs/melody.yaml | $(STAMP)
 ifeq ($(MELODY_TOKENS),pitch)
 	$(MUSICLM) melody pitch-classes --run $(RUN)

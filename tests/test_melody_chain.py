@@ -69,8 +69,17 @@ def test_eval_melody_figures(chain: Path, monkeypatch):
 
     monkeypatch.chdir(chain)
     lm = MusicLM.from_run(chain / "runs" / RUN)
-    report = melody_report(lm, chain / "data" / "shards" / DATASET, seconds=2, batch_size=4, cfg_scale=3.0, seed=0)
+    report = melody_report(lm, chain / "data" / "shards" / DATASET, seconds=2, batch_size=4, cfg_scale=3.0, seed=0,
+                           plots=chain / "plots", num_examples=2)  # fmt: skip
     keys = ["melody.embedding_recall@1", "melody.embedding_recall@1_chance", "melody.chroma_similarity",
             "melody.chroma_similarity_chance", "melody.p", "melody.num_melodies"]  # fmt: skip
     assert all(math.isfinite(report[k]) for k in keys), report
     assert 0 <= report["melody.embedding_recall@1"] <= 1 and 0 < report["melody.p"] <= 1
+    # the examples to listen to: the hummed input at its own rate, the output at the chain's, 2 s each, and a PNG
+    examples = chain / "plots" / "melody"
+    assert sorted(p.name for p in examples.iterdir()) == ["000.png", "000_input.wav", "000_output.wav", "001.png",
+                                                          "001_input.wav", "001_output.wav"]  # fmt: skip
+    hummed, rate = sf.read(examples / "000_input.wav")
+    made, out_rate = sf.read(examples / "000_output.wav")
+    assert (rate, out_rate) == (lm.melody.sample_rate, lm.sample_rate)
+    assert len(hummed) == 2 * rate and len(made) == 2 * out_rate and np.abs(hummed).max() > 0.01

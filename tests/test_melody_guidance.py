@@ -181,3 +181,25 @@ def test_make_generate_passes_melody_cfg(tmp_path):
     )  # fmt: skip
     line = next(x for x in dry.stdout.replace("\\\n", " ").splitlines() if "musiclm.cli generate" in x)
     assert '--melody "hum.wav"' in line and "--melody-cfg-scale 4.5" in line
+
+
+def dry_make(tmp_path, *args: str) -> list[str]:
+    dry = subprocess.run(["make", "-n", "-f", str(ROOT / "Makefile"), "-C", str(tmp_path), "-o",
+                          str(ROOT / ".venv/.installed"), *args], capture_output=True, text=True, check=True)  # fmt: skip
+    return dry.stdout.replace("\\\n", " ").splitlines()
+
+
+def test_demo_profile_follows_a_melody_with_pitch_classes(tmp_path):
+    """make demo's `melody` step: pitch-class tokens (nothing trained) and only eval's test melodies rendered; the
+    coarse stage then trains on them. Another profile, or MELODY_COND= on the demo, keeps the chain text-only."""
+    steps = dry_make(tmp_path, "melody", "RUN=x")
+    synth = next(x for x in steps if "data synth" in x)
+    assert "--melody-pairs --val-fraction 0 --test-fraction 1" in synth and "--num-clips 32" in synth
+    assert any("melody pitch-classes --run x" in x for x in steps)
+    coarse = next(x for x in dry_make(tmp_path, "train-acoustic", "RUN=x") if "train coarse" in x)
+    assert "--model.melody_conditioning=true" in coarse
+    for off in (["PROFILE=long"], ["MELODY_COND="]):
+        assert not any("musiclm.cli" in x for x in dry_make(tmp_path, "melody", "RUN=x", *off))
+        assert not any("melody_conditioning" in x for x in dry_make(tmp_path, "train-acoustic", "RUN=x", *off))
+    learned = dry_make(tmp_path, "train-melody", "RUN=x", "PROFILE=long")
+    assert any("train melody" in x for x in learned) and not any("test-fraction" in x for x in learned)

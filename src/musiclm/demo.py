@@ -40,7 +40,9 @@ def plan(run: str, dataset: str, profile: str, makefile: str, make_vars: list[st
     out = str(outputs_dir() / run)
     generate = [sys.executable, "-m", "musiclm.cli", "generate", "--run", run, "--prompts", str(PROMPTS), "--out", out]
     return [
-        [[("synthetic corpus", [*make, "data"])]],
+        # the melody tokens where the profile conditions on them (the demo's pitch classes: eval's 32 test melodies
+        # rendered, nothing trained; no-op otherwise)
+        [[("synthetic corpus", [*make, "data"]), ("melody", [*make, "melody"])]],
         [
             [("MuLan", [*make, "train-mulan"]), ("semantic tokenizer", [*make, "fit-semantic"]),
              ("judge", [*make, "train-judge"])],  # the tagger eval's judges read: fills this lane's wait on the codec

@@ -349,7 +349,7 @@ def evaluate(run: str, dataset: str, num_prompts: int = 32, seconds: float | Non
     from musiclm.melody.evaluate import melody_report  # melody.*: only where the run has a melody model
 
     report.update(melody_report(lm, data_dir() / "shards" / melody_dataset, seconds, batch_size, cfg_scale, seed,
-                                melody_cfg_scale))  # fmt: skip
+                                melody_cfg_scale, plots=plots))  # fmt: skip
     return report
 
 

@@ -26,6 +26,7 @@ from musiclm.melody.pairs import Groups, as_float, load_groups
 from musiclm.modes import eval_mode
 
 CHROMA_FPS = 25  # chroma frames per second, the same for input and output whatever their rates
+PITCH_NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]  # librosa's chroma rows
 
 
 @torch.no_grad()
@@ -99,11 +100,13 @@ def original_captions(split_dir: str | Path) -> dict[str, str]:
 
 
 def melody_report(lm, melody_dir: Path, seconds: float, batch_size: int, cfg_scale: float, seed: int,
-                  melody_cfg_scale: float | None = None, max_melodies: int = 32) -> dict[str, float]:  # fmt: skip
+                  melody_cfg_scale: float | None = None, max_melodies: int = 32, plots: Path | None = None,
+                  num_examples: int = 4) -> dict[str, float]:  # fmt: skip
     """Eval's `melody.*` keys for a `MusicLM` with a melody model, on the test split of a melody-pair corpus:
     the embedding recall, and where the semantic or coarse stage is melody-conditioned, the chroma similarity of
     generations from the first `max_melodies` hummed test melodies (each with its original's caption) against
-    chance, the melody guided by `melody_cfg_scale` (None: by `cfg_scale`, with the text)."""
+    chance, the melody guided by `melody_cfg_scale` (None: by `cfg_scale`, with the text). With `plots`, the first
+    `num_examples` hummed inputs and their outputs go to `plots/melody/` to be heard and seen (`save_examples`)."""
     if lm.melody is None or not list_shards(melody_dir / "test"):
         return {}
     groups = load_groups(melody_dir / "test", lm.melody.sample_rate)
@@ -123,4 +126,31 @@ def melody_report(lm, melody_dir: Path, seconds: float, batch_size: int, cfg_sca
                              melody_cfg_scale=melody_cfg_scale)  # fmt: skip
         outputs += list(result.waves.numpy())
     guidance = {} if melody_cfg_scale is None else {"melody.melody_cfg_scale": float(melody_cfg_scale)}
-    return report | chroma_figures(similarity_matrix(hummed, rate, outputs, lm.sample_rate)) | guidance
+    s = similarity_matrix(hummed, rate, outputs, lm.sample_rate)
+    if plots is not None:
+        captions_of = [captions[k] for k in ids]
+        save_examples(plots / "melody", hummed[:num_examples], rate, outputs[:num_examples], lm.sample_rate,
+                      captions_of[:num_examples], np.diag(s)[:num_examples])  # fmt: skip
+    return report | chroma_figures(s) | guidance
+
+
+def save_examples(out_dir: Path, inputs: list[np.ndarray], in_rate: int, outputs: list[np.ndarray], out_rate: int,
+                  captions: list[str], similarity: np.ndarray) -> None:  # fmt: skip
+    """`NNN_input.wav` (the hummed melody), `NNN_output.wav` (what the chain made of it and the caption) and
+    `NNN.png`: both chromagrams, the figure chroma similarity scores, one above the other on one time axis."""
+    from musiclm.audio import save_audio
+    from musiclm.log import new_figure
+
+    for i, (x, y) in enumerate(zip(inputs, outputs)):
+        save_audio(out_dir / f"{i:03d}_input.wav", x, in_rate)
+        save_audio(out_dir / f"{i:03d}_output.wav", y, out_rate)
+        fig = new_figure((8, 3.6))
+        axes = fig.subplots(2, 1, sharex=True)
+        for ax, c, name in zip(axes, (chroma(x, in_rate), chroma(y, out_rate)), ("hummed input", "output")):
+            ax.imshow(c, origin="lower", aspect="auto", cmap="magma", extent=(0, c.shape[1] / CHROMA_FPS, -0.5, 11.5))
+            ax.set_yticks(range(12), PITCH_NAMES, fontsize=6)
+            ax.set_ylabel(name, fontsize=8)
+        axes[0].set_title(f"{captions[i][:80]}  (chroma similarity {similarity[i]:.2f})", fontsize=9)
+        axes[1].set_xlabel("seconds")
+        fig.tight_layout()
+        fig.savefig(out_dir / f"{i:03d}.png", dpi=100)
