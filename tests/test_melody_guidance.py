@@ -184,8 +184,8 @@ def test_make_generate_passes_melody_cfg(tmp_path):
 
 
 def dry_make(tmp_path, *args: str) -> list[str]:
-    dry = subprocess.run(["make", "-n", "-f", str(ROOT / "Makefile"), "-C", str(tmp_path), "-o",
-                          str(ROOT / ".venv/.installed"), *args], capture_output=True, text=True, check=True)  # fmt: skip
+    cmd = ["make", "-n", "-f", str(ROOT / "Makefile"), "-C", str(tmp_path), "-o", str(ROOT / ".venv/.installed")]
+    dry = subprocess.run([*cmd, *args], capture_output=True, text=True, check=True)
     return dry.stdout.replace("\\\n", " ").splitlines()
 
 

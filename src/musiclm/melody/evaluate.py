@@ -141,12 +141,13 @@ def save_examples(out_dir: Path, inputs: list[np.ndarray], in_rate: int, outputs
     from musiclm.audio import save_audio
     from musiclm.log import new_figure
 
-    for i, (x, y) in enumerate(zip(inputs, outputs)):
+    for i, (x, y) in enumerate(zip(inputs, outputs, strict=True)):
         save_audio(out_dir / f"{i:03d}_input.wav", x, in_rate)
         save_audio(out_dir / f"{i:03d}_output.wav", y, out_rate)
         fig = new_figure((8, 3.6))
         axes = fig.subplots(2, 1, sharex=True)
-        for ax, c, name in zip(axes, (chroma(x, in_rate), chroma(y, out_rate)), ("hummed input", "output")):
+        panels = ((chroma(x, in_rate), "hummed input"), (chroma(y, out_rate), "output"))
+        for ax, (c, name) in zip(axes, panels, strict=True):
             ax.imshow(c, origin="lower", aspect="auto", cmap="magma", extent=(0, c.shape[1] / CHROMA_FPS, -0.5, 11.5))
             ax.set_yticks(range(12), PITCH_NAMES, fontsize=6)
             ax.set_ylabel(name, fontsize=8)
