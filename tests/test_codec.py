@@ -86,6 +86,26 @@ SPECTRAL = dict(architecture="spectral", channels=16)
 
 
 @pytest.mark.parametrize("arch", [{}, SPECTRAL], ids=["conv", "spectral"])
+def test_pointwise_matmul_is_the_same_codec(arch):
+    """`compile_inference` runs kernel-1 convs as matmuls (bf16 autocast then reaches the matmul units): the same
+    codes and audio to float rounding; in training the flag is ignored, so no trained model depends on it."""
+    from musiclm.codec.layers import CausalConv1d
+
+    m = tiny(**arch).eval()
+    wave = tones(2, 1200)
+    codes, audio = m.encode(wave), m.decode(m.encode(wave))
+    layers = [x for x in m.generator.modules() if isinstance(x, CausalConv1d)]
+    assert any(x.conv.kernel_size[0] == 1 for x in layers)
+    for x in layers:
+        x.pointwise_matmul = True
+    assert m.encode(wave).equal(codes)
+    torch.testing.assert_close(m.decode(codes), audio, atol=1e-5, rtol=1e-5)
+    pointwise = next(x for x in layers if x.conv.kernel_size[0] == 1)
+    h = torch.randn(2, pointwise.conv.in_channels, 30)
+    assert pointwise.train()(h).equal(pointwise.conv(h))
+
+
+@pytest.mark.parametrize("arch", [{}, SPECTRAL], ids=["conv", "spectral"])
 def test_decode_encode_at_every_bitrate(arch):
     m = tiny(**arch).eval()
     wave = tones(2, 1200)

@@ -16,15 +16,22 @@ from torch.nn.utils.parametrizations import weight_norm
 
 
 class CausalConv1d(nn.Module):
-    """Weight-normed Conv1d padded on the left only: output frame t sees inputs up to the end of its own stride."""
+    """Weight-normed Conv1d padded on the left only: output frame t sees inputs up to the end of its own stride.
+
+    `pointwise_matmul` (set by `CodecModule.compile_inference`, never in training): a kernel-1 conv runs as a matmul,
+    which inductor fuses with its neighbours and which bf16 autocast sends to the bf16 matmul units. The same sums;
+    training keeps the conv, so trained models do not depend on the flag."""
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1):
         super().__init__()
         self.conv = weight_norm(nn.Conv1d(cin, cout, kernel, stride=stride, dilation=dilation))
         self.pad = (kernel - 1) * dilation + 1 - stride
         self.stride = stride
+        self.pointwise_matmul = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pointwise_matmul and self.conv.kernel_size[0] == 1 and self.stride == 1 and not self.training:
+            return torch.matmul(self.conv.weight[:, :, 0], x) + self.conv.bias[:, None]
         return self.conv(F.pad(x, (self.pad, 0)) if self.pad else x)  # F.pad copies even when it pads nothing
 
 
