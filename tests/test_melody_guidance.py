@@ -173,20 +173,17 @@ def test_pipeline_and_cli_pass_the_melody_scale(m, monkeypatch, tmp_path):
         pipeline.main(["--text", "a tune", "--melody-cfg-scale", "5", "--device", "cpu"])
 
 
-def test_make_generate_passes_melody_cfg(tmp_path):
-    dry = subprocess.run(
-        ["make", "-n", "-f", str(ROOT / "Makefile"), "-C", str(tmp_path), "-o", str(ROOT / ".venv/.installed"),
-         "generate", "TEXT=a tune", "MELODY=hum.wav", "MELODY_CFG=4.5"],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    line = next(x for x in dry.stdout.replace("\\\n", " ").splitlines() if "musiclm.cli generate" in x)
-    assert '--melody "hum.wav"' in line and "--melody-cfg-scale 4.5" in line
-
-
 def dry_make(tmp_path, *args: str) -> list[str]:
+    """The command lines `make -n` prints for these targets and variables (continuation lines joined)."""
     cmd = ["make", "-n", "-f", str(ROOT / "Makefile"), "-C", str(tmp_path), "-o", str(ROOT / ".venv/.installed")]
     dry = subprocess.run([*cmd, *args], capture_output=True, text=True, check=True)
     return dry.stdout.replace("\\\n", " ").splitlines()
+
+
+def test_make_generate_passes_melody_cfg(tmp_path):
+    steps = dry_make(tmp_path, "generate", "TEXT=a tune", "MELODY=hum.wav", "MELODY_CFG=4.5")
+    line = next(x for x in steps if "musiclm.cli generate" in x)
+    assert '--melody "hum.wav"' in line and "--melody-cfg-scale 4.5" in line
 
 
 def test_demo_profile_follows_a_melody_with_pitch_classes(tmp_path):

@@ -27,10 +27,11 @@ class CausalConv1d(nn.Module):
         self.conv = weight_norm(nn.Conv1d(cin, cout, kernel, stride=stride, dilation=dilation))
         self.pad = (kernel - 1) * dilation + 1 - stride
         self.stride = stride
+        self.pointwise = kernel == 1 and stride == 1
         self.pointwise_matmul = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.pointwise_matmul and self.conv.kernel_size[0] == 1 and self.stride == 1 and not self.training:
+        if self.pointwise and self.pointwise_matmul and not self.training:
             return torch.matmul(self.conv.weight[:, :, 0], x) + self.conv.bias[:, None]
         return self.conv(F.pad(x, (self.pad, 0)) if self.pad else x)  # F.pad copies even when it pads nothing
 

@@ -20,6 +20,7 @@ import librosa
 import numpy as np
 import torch
 
+from musiclm.audio import save_audio
 from musiclm.data.shards import iter_tar_samples, list_shards
 from musiclm.melody.module import MelodyModule, recall_at_1
 from musiclm.melody.pairs import Groups, as_float, load_groups
@@ -134,24 +135,29 @@ def melody_report(lm, melody_dir: Path, seconds: float, batch_size: int, cfg_sca
     return report | chroma_figures(s) | guidance
 
 
+def chroma_figure(panels: list[tuple[np.ndarray, int, str]]):
+    """Chromagrams (`chroma`) of (wave, rate, title) panels one above the other on one time axis: what chroma
+    similarity compares, drawn for eval's examples and notebook 04."""
+    from musiclm.log import new_figure
+
+    fig = new_figure((8, 1.8 * len(panels)))
+    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, (wave, rate, title) in zip(axes, panels, strict=True):
+        c = chroma(wave, rate)
+        ax.imshow(c, origin="lower", aspect="auto", cmap="magma", extent=(0, c.shape[1] / CHROMA_FPS, -0.5, 11.5))
+        ax.set_yticks(range(12), PITCH_NAMES, fontsize=6)
+        ax.set_title(title, fontsize=9)
+    axes[-1].set_xlabel("seconds")
+    fig.tight_layout()
+    return fig
+
+
 def save_examples(out_dir: Path, inputs: list[np.ndarray], in_rate: int, outputs: list[np.ndarray], out_rate: int,
                   captions: list[str], similarity: np.ndarray) -> None:  # fmt: skip
     """`NNN_input.wav` (the hummed melody), `NNN_output.wav` (what the chain made of it and the caption) and
-    `NNN.png`: both chromagrams, the figure chroma similarity scores, one above the other on one time axis."""
-    from musiclm.audio import save_audio
-    from musiclm.log import new_figure
-
+    `NNN.png`: both chromagrams (`chroma_figure`)."""
     for i, (x, y) in enumerate(zip(inputs, outputs, strict=True)):
         save_audio(out_dir / f"{i:03d}_input.wav", x, in_rate)
         save_audio(out_dir / f"{i:03d}_output.wav", y, out_rate)
-        fig = new_figure((8, 3.6))
-        axes = fig.subplots(2, 1, sharex=True)
-        panels = ((chroma(x, in_rate), "hummed input"), (chroma(y, out_rate), "output"))
-        for ax, (c, name) in zip(axes, panels, strict=True):
-            ax.imshow(c, origin="lower", aspect="auto", cmap="magma", extent=(0, c.shape[1] / CHROMA_FPS, -0.5, 11.5))
-            ax.set_yticks(range(12), PITCH_NAMES, fontsize=6)
-            ax.set_ylabel(name, fontsize=8)
-        axes[0].set_title(f"{captions[i][:80]}  (chroma similarity {similarity[i]:.2f})", fontsize=9)
-        axes[1].set_xlabel("seconds")
-        fig.tight_layout()
-        fig.savefig(out_dir / f"{i:03d}.png", dpi=100)
+        title = f"output for: {captions[i][:70]}  (chroma similarity {similarity[i]:.2f})"
+        chroma_figure([(x, in_rate, "hummed input"), (y, out_rate, title)]).savefig(out_dir / f"{i:03d}.png", dpi=100)
