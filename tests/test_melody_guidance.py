@@ -1,11 +1,8 @@
 """Separate guidance scales for text and melody in the melody-conditioned semantic stage: the default path is the
 one-scale path it always was, the three-row batch equals three separate forwards combined by `guide_two`, scale 0
-drops the melody's contribution, and the pipeline, CLI and Makefile pass the scale through."""
+drops the melody's contribution, and the pipeline and CLI pass the scale through (the Makefile: test_makefile.py)."""
 
 from __future__ import annotations
-
-import subprocess
-from pathlib import Path
 
 import pytest
 import soundfile as sf
@@ -21,7 +18,6 @@ from tests.test_lm import AR, CM, COARSE, FINE, QM, SEMANTIC, SMALL, SR, TS
 from tests.test_melody_lm import CL, QL, stage
 from tests.test_story import StandInCodec, StandInMuLan
 
-ROOT = Path(__file__).resolve().parents[1]
 B = 3
 
 
@@ -171,32 +167,3 @@ def test_pipeline_and_cli_pass_the_melody_scale(m, monkeypatch, tmp_path):
     assert calls[-1]["melody_cfg_scale"] == 5.0
     with pytest.raises(SystemExit):
         pipeline.main(["--text", "a tune", "--melody-cfg-scale", "5", "--device", "cpu"])
-
-
-def dry_make(tmp_path, *args: str) -> list[str]:
-    """The command lines `make -n` prints for these targets and variables (continuation lines joined)."""
-    cmd = ["make", "-n", "-f", str(ROOT / "Makefile"), "-C", str(tmp_path), "-o", str(ROOT / ".venv/.installed")]
-    dry = subprocess.run([*cmd, *args], capture_output=True, text=True, check=True)
-    return dry.stdout.replace("\\\n", " ").splitlines()
-
-
-def test_make_generate_passes_melody_cfg(tmp_path):
-    steps = dry_make(tmp_path, "generate", "TEXT=a tune", "MELODY=hum.wav", "MELODY_CFG=4.5")
-    line = next(x for x in steps if "musiclm.cli generate" in x)
-    assert '--melody "hum.wav"' in line and "--melody-cfg-scale 4.5" in line
-
-
-def test_demo_profile_follows_a_melody_with_pitch_classes(tmp_path):
-    """make demo's `melody` step: pitch-class tokens (nothing trained) and only eval's test melodies rendered; the
-    coarse stage then trains on them. Another profile, or MELODY_COND= on the demo, keeps the chain text-only."""
-    steps = dry_make(tmp_path, "melody", "RUN=x")
-    synth = next(x for x in steps if "data synth" in x)
-    assert "--melody-pairs --val-fraction 0 --test-fraction 1" in synth and "--num-clips 32" in synth
-    assert any("melody pitch-classes --run x" in x for x in steps)
-    coarse = next(x for x in dry_make(tmp_path, "train-acoustic", "RUN=x") if "train coarse" in x)
-    assert "--model.melody_conditioning=true" in coarse
-    for off in (["PROFILE=long"], ["MELODY_COND="]):
-        assert not any("musiclm.cli" in x for x in dry_make(tmp_path, "melody", "RUN=x", *off))
-        assert not any("melody_conditioning" in x for x in dry_make(tmp_path, "train-acoustic", "RUN=x", *off))
-    learned = dry_make(tmp_path, "train-melody", "RUN=x", "PROFILE=long")
-    assert any("train melody" in x for x in learned) and not any("test-fraction" in x for x in learned)
