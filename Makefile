@@ -62,7 +62,7 @@ ifneq ($(filter-out semantic coarse,$(MELODY_COND)),)
 $(error MELODY_COND names LM stages: coarse, semantic or "semantic coarse" (got "$(MELODY_COND)"))
 endif
 WORKERS ?= 2
-# prompts eval generates at once. The demo's small LMs sample 32 together 1.6x faster than 8 at a time; 8 keeps a
+# prompts eval generates at once. The demo's small LMs sample 32 together much faster than 8 at a time; 8 keeps a
 # paper-size LM's KV cache (x2-3 with guidance) in memory. The batch sets the sampling seeds (seed + first prompt)
 EVAL_BATCH ?= $(if $(filter demo,$(PROFILE)),32,8)
 
