@@ -207,20 +207,25 @@ def test_missing_stage_names_its_make_target(chain: Path, tmp_path: Path):
         MusicLM.from_run(run)
 
 
-@pytest.mark.parametrize("notebook", sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb")))
-def test_notebook_runs_on_the_tiny_run(chain: Path, notebook: str):
+def run_notebook(notebook: str, chain: Path, run: str, dataset: str, monkeypatch) -> list:
+    """Execute notebooks/`notebook` in `chain` against its run `run` and shards `dataset` (1-s generations), as a
+    user would after `make demo`; fails on any cell's error. Returns the executed cells."""
     import nbformat
     from nbclient import NotebookClient
 
     nb = nbformat.read(ROOT / "notebooks" / notebook, as_version=4)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "outputs must be stripped in git"
-    os.environ.update(
-        MUSICLM_RUN=str(chain / "runs" / RUN),
-        MUSICLM_DATA=str(chain / "data" / "shards" / SYNTH),
-        MUSICLM_SECONDS="1",
-    )
+    monkeypatch.setenv("MUSICLM_RUN", str(chain / "runs" / run))
+    monkeypatch.setenv("MUSICLM_DATA", str(chain / "data" / "shards" / dataset))
+    monkeypatch.setenv("MUSICLM_SECONDS", "1")
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(chain)}}).execute()
-    outputs = [o for c in nb.cells for o in c.get("outputs", [])]
-    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert not [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    return nb.cells
+
+
+@pytest.mark.parametrize("notebook", sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb")))
+def test_notebook_runs_on_the_tiny_run(chain: Path, notebook: str, monkeypatch):
+    cells = run_notebook(notebook, chain, RUN, SYNTH, monkeypatch)
+    outputs = [o for c in cells for o in c.get("outputs", [])]
     assert any("image/png" in o.get("data", {}) for o in outputs), "the notebook's plots did not render"
 

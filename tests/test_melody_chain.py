@@ -88,16 +88,9 @@ def test_eval_melody_figures(chain: Path, monkeypatch):
 def test_text_to_music_notebook_follows_a_melody(chain: Path, monkeypatch):
     """Notebook 04's melody cell runs where the run is melody-conditioned (the tiny chain in test_chain.py is not,
     so there the cell only says how to make one)."""
-    import nbformat
-    from nbclient import NotebookClient
+    from tests.test_chain import run_notebook
 
-    nb = nbformat.read(ROOT / "notebooks" / "04_text_to_music.ipynb", as_version=4)
-    monkeypatch.setenv("MUSICLM_RUN", str(chain / "runs" / RUN))
-    monkeypatch.setenv("MUSICLM_DATA", str(chain / "data" / "shards" / DATASET))
-    monkeypatch.setenv("MUSICLM_SECONDS", "1")
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(chain)}}).execute()
-    outputs = [o for c in nb.cells for o in c.get("outputs", [])]
-    assert not [o for o in outputs if o.get("output_type") == "error"]
-    said = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
-    assert "chroma similarity to the hummed line" in said and any("image/png" in o.get("data", {})
-                                                                  for o in nb.cells[-1].outputs)  # fmt: skip
+    last = run_notebook("04_text_to_music.ipynb", chain, RUN, DATASET, monkeypatch)[-1]
+    said = "".join(o.get("text", "") for o in last.outputs)
+    assert "chroma similarity to the hummed line" in said
+    assert any("image/png" in o.get("data", {}) for o in last.outputs)
